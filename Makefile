@@ -1,0 +1,34 @@
+# The study's two commands: `make study` (regenerate every notebook, figure and table) and `make test`.
+# Both build .venv on first use; nothing else needs typing.
+PYTHON_BOOT ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+PROFILE     ?= cpu
+NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+STAMP       := $(VENV)/.installed
+
+.PHONY: study test figures venv clean-venv
+
+venv: $(STAMP)
+
+# Re-install only when the pins change.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+# Run the numbered notebooks in order, headless; executed copies go to notebooks/executed/.
+study: $(STAMP)
+	$(PY) -m lic_utils study --profile $(PROFILE)
+
+# Redraw every figure from results/ alone (no training, no evaluation).
+figures: $(STAMP)
+	$(PY) -m lic_utils figures
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

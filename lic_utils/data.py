@@ -1,0 +1,386 @@
+"""Datasets and weights of the study, resolved by checksum.
+
+Every file the study reads is listed in `data/manifest.csv` (set, path, size, sha256, source URL).
+A file is looked for, in order, in
+  1. the checkout's own `data/<set>/` folder (gitignored),
+  2. a mirror folder: `$LIC_DATA_MIRROR`, else `../shared/data` beside the checkout when it exists,
+  3. its canonical URL, downloaded into `data/<set>/`,
+and its sha256 is checked every time (once per process per unchanged file). A missing or corrupted
+file raises a LicError naming the file, both checksums and the command that fixes it.
+
+Images are always handed out as 8-bit RGB: `load_rgb` converts grayscale, palette, alpha and 16-bit
+inputs explicitly. Kodak is for evaluation only; BSDS500 is for training.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch.utils.data import Dataset
+
+from lic_utils.errors import LicError
+from lic_utils.files import DATA_DIR, REPO
+
+MANIFEST = DATA_DIR / "manifest.csv"
+SETS = ("kodak", "bsds500", "lpips")
+LPIPS_BACKBONE = "lpips/alexnet_features_imagenet1k_v1.pth"
+
+# Canonical sources (provenance and licences: ../shared/data/README.md, repeated in README.md).
+KODAK_URL = "http://r0k.us/graphics/kodak/kodak/{name}"
+BSDS_URL = "https://raw.githubusercontent.com/BIDS/BSDS500/master/BSDS500/data/images/{split}/{name}"
+LPIPS_REF_URL = "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/imgs/{name}"
+# The LPIPS backbone is torchvision's AlexNet ImageNet weights, reduced to `.features` (see _fetch_url).
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+
+
+def fix_command(set_name: str) -> str:
+    return f"python -m lic_utils data fetch {set_name}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    set: str
+    path: str  # relative to the data root, e.g. "kodak/kodim01.png"
+    size: int
+    sha256: str
+    url: str
+
+
+# --- manifest ---------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def manifest() -> dict[str, Entry]:
+    """All files the study knows, keyed by relative path."""
+    if not MANIFEST.exists():
+        raise LicError(f"manifest {MANIFEST} is missing; it is part of the repository (git checkout -- data/manifest.csv)")
+    with open(MANIFEST, newline="") as f:
+        rows = [Entry(r["set"], r["path"], int(r["size"]), r["sha256"], r["url"]) for r in csv.DictReader(f)]
+    return {e.path: e for e in rows}
+
+
+def entries(sets=None) -> list[Entry]:
+    sets = SETS if sets is None else tuple(sets)
+    unknown = set(sets) - set(SETS)
+    if unknown:
+        raise LicError(f"unknown data set(s) {sorted(unknown)}; choose from {list(SETS)}")
+    return [e for e in manifest().values() if e.set in sets]
+
+
+def canonical_url(rel: str) -> str:
+    set_name, *rest = rel.split("/")
+    name = rest[-1]
+    if set_name == "kodak":
+        return KODAK_URL.format(name=name)
+    if set_name == "bsds500":
+        return BSDS_URL.format(split=rest[0], name=name)
+    if rel == LPIPS_BACKBONE:
+        return ALEXNET_URL
+    if set_name == "lpips":
+        return LPIPS_REF_URL.format(name=name)
+    raise ValueError(f"no canonical source for {rel}")
+
+
+def build_manifest(mirror: str | os.PathLike) -> Path:
+    """Maintainers: (re)write data/manifest.csv from a verified mirror's SHA256SUMS."""
+    from lic_utils.files import atomic_write_text
+
+    mirror = Path(mirror)
+    lines = (mirror / "SHA256SUMS").read_text().split("\n")
+    rows = ["set,path,size,sha256,url"]
+    for line in filter(None, lines):
+        digest, rel = line.split(maxsplit=1)
+        rel = rel.removeprefix("./")
+        size = (mirror / rel).stat().st_size
+        rows.append(f"{rel.split('/')[0]},{rel},{size},{digest},{canonical_url(rel)}")
+    manifest.cache_clear()
+    return atomic_write_text(MANIFEST, "\n".join(rows) + "\n")
+
+
+# --- resolving and verifying ------------------------------------------------------------------------
+def mirror_dir() -> Path | None:
+    """`$LIC_DATA_MIRROR`, else `../shared/data` beside the checkout if it exists, else None."""
+    env = os.environ.get("LIC_DATA_MIRROR")
+    if env:
+        return Path(env).expanduser()
+    default = REPO.parent / "shared" / "data"
+    return default if default.is_dir() else None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+_verified: dict[tuple, bool] = {}
+
+
+def _check(path: Path, entry: Entry) -> None:
+    """Raise a LicError unless `path` has the manifest's sha256 (memoised on path, size and mtime)."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if _verified.get(key):
+        return
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise LicError(
+            f"{path} is corrupted: sha256 {actual}, expected {entry.sha256} (manifest data/manifest.csv). "
+            f"Fix: delete it and run `{fix_command(entry.set)}`"
+        )
+    _verified[key] = True
+
+
+def _entry(rel: str) -> Entry:
+    try:
+        return manifest()[rel]
+    except KeyError:
+        raise LicError(f"{rel} is not in data/manifest.csv") from None
+
+
+def resolve(rel: str, download: bool = True) -> Path:
+    """Path of a verified copy of manifest file `rel` (project data/ → mirror → download)."""
+    entry = _entry(rel)
+    local = DATA_DIR / rel
+    if local.exists():
+        _check(local, entry)
+        return local
+    mirror = mirror_dir()
+    if mirror is not None and (mirror / rel).exists():
+        _check(mirror / rel, entry)
+        return mirror / rel
+    if not download:
+        raise LicError(
+            f"{rel} not found in {DATA_DIR} nor in the mirror {mirror or '(none: set LIC_DATA_MIRROR)'}. "
+            f"Fix: run `{fix_command(entry.set)}`"
+        )
+    _download(entry, local)
+    return local
+
+
+def _download(entry: Entry, dest: Path) -> None:
+    """Fetch `entry` from its canonical URL into `dest`, verified before it is moved into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        # The temporary file carries the final name: torch.save records it inside the archive.
+        tmp_file = Path(tmp) / dest.name
+        try:
+            if entry.path == LPIPS_BACKBONE:
+                _fetch_alexnet_features(tmp_file)
+            else:
+                with urllib.request.urlopen(entry.url, timeout=60) as r, open(tmp_file, "wb") as f:
+                    shutil.copyfileobj(r, f)
+        except OSError as e:
+            raise LicError(
+                f"{entry.path} is not in {DATA_DIR} nor in a mirror, and downloading {entry.url} failed ({e}). "
+                f"Fix: set LIC_DATA_MIRROR to a folder holding it, or retry `{fix_command(entry.set)}` online"
+            ) from None
+        _check(tmp_file, entry)
+        os.replace(tmp_file, dest)
+
+
+def _fetch_alexnet_features(out: Path) -> None:
+    """torchvision's AlexNet weights → the `.features` state_dict that LPIPS needs (same bytes as the mirror's)."""
+    with tempfile.NamedTemporaryFile(suffix=".pth") as full:
+        with urllib.request.urlopen(ALEXNET_URL, timeout=120) as r:
+            shutil.copyfileobj(r, full)
+        full.flush()
+        sd = torch.load(full.name, map_location="cpu")
+    features = {k.removeprefix("features."): v for k, v in sd.items() if k.startswith("features.")}
+    torch.save(features, out)
+
+
+def fetch(sets=None, progress: bool = True) -> list[Path]:
+    """Make verified copies of the sets in the project's data/ folder (from the mirror or the web).
+
+    A corrupted local copy is replaced. Returns the local paths.
+    """
+    from tqdm.auto import tqdm
+
+    out = []
+    mirror = mirror_dir()
+    for entry in tqdm(entries(sets), desc="fetch", unit="file", disable=not progress):
+        local = DATA_DIR / entry.path
+        if local.exists():
+            try:
+                _check(local, entry)
+                out.append(local)
+                continue
+            except LicError:
+                local.unlink()
+        source = mirror / entry.path if mirror is not None else None
+        if source is not None and source.exists():
+            _check(source, entry)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, local)
+        else:
+            _download(entry, local)
+        out.append(local)
+    return out
+
+
+def verify(sets=None, progress: bool = True) -> int:
+    """Resolve and check every file of the sets; raises on the first missing or corrupted one."""
+    from tqdm.auto import tqdm
+
+    todo = entries(sets)
+    for entry in tqdm(todo, desc="verify", unit="file", disable=not progress):
+        resolve(entry.path, download=False)
+    return len(todo)
+
+
+# --- images -----------------------------------------------------------------------------------------
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read any image Pillow (with pillow-heif) opens as an H×W×3 uint8 RGB array.
+
+    Conversions are explicit: 16-bit and float images are scaled to 8 bits, alpha is composited
+    over white, palette and grayscale images are expanded to RGB, EXIF orientation is applied.
+    """
+    register_heif()
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return pil_to_rgb(im)
+    except FileNotFoundError:
+        raise LicError(f"{path}: no such file") from None
+    except (Image.UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise LicError(f"{path} is not an image Pillow can read ({e})") from None
+
+
+def pil_to_rgb(im: Image.Image) -> np.ndarray:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        scale = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if im.mode == "F" and a.max() <= 1.0:
+            scale = 1.0
+        g = np.clip(np.round(a / scale * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, rgba)
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+@lru_cache(maxsize=1)
+def register_heif() -> None:
+    """Let Pillow open .heic/.heif files (pillow-heif)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 → 1×3×H×W float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(1×)3×H×W float in [0, 1] → H×W×3 uint8, rounded (what a decoder writes to a PNG)."""
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ValueError("to_uint8 takes one image")
+        x = x[0]
+    return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def save_png(img: np.ndarray, path: str | os.PathLike) -> Path:
+    from lic_utils.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(img).save(tmp, format="PNG")
+    return Path(path)
+
+
+# --- the two sets -----------------------------------------------------------------------------------
+def _paths(prefix: str) -> list[Path]:
+    return [resolve(rel) for rel in sorted(manifest()) if rel.startswith(prefix)]
+
+
+def kodak_paths() -> list[Path]:
+    """The 24 Kodak PNGs, verified: the evaluation set (never used for training)."""
+    return _paths("kodak/")
+
+
+def bsds500_paths(splits=("train", "val", "test")) -> list[Path]:
+    """BSDS500 JPEGs of the given splits, verified: the training set."""
+    return [p for s in splits for p in _paths(f"bsds500/{s}/")]
+
+
+def lpips_reference_paths() -> dict[str, Path]:
+    return {n: resolve(f"lpips/reference/{n}.png") for n in ("ex_ref", "ex_p0", "ex_p1")}
+
+
+class KodakDataset(Dataset):
+    """Full Kodak images with their names: `(name, 3×H×W float tensor in [0, 1])`."""
+
+    def __init__(self, limit: int | None = None, paths=None):
+        self.paths = list(paths if paths is not None else kodak_paths())[:limit]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        p = Path(self.paths[i])
+        return p.stem, to_tensor(load_rgb(p))[0]
+
+
+class CropDataset(Dataset):
+    """Random `crop`×`crop` patches with random horizontal/vertical flips, as float tensors in [0, 1].
+
+    Decoded images are kept in memory (BSDS500 is ≈230 MB as uint8), so an epoch costs no JPEG
+    decoding. `length` sets how many crops make one epoch (default: one per image). Images smaller
+    than the crop are padded by reflection.
+    """
+
+    def __init__(self, paths=None, crop: int = 128, flips: bool = True, length: int | None = None):
+        self.paths = list(paths if paths is not None else bsds500_paths())
+        if not self.paths:
+            raise LicError("CropDataset got no images")
+        self.crop, self.flips = crop, flips
+        self.length = length or len(self.paths)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.length
+
+    def image(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = load_rgb(self.paths[i])
+        return self._cache[i]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        # Randomness comes from torch's generator so that seeding torch makes runs reproducible.
+        g = torch.randint(0, 1 << 30, (4,)).tolist()
+        img = self.image(index % len(self.paths))
+        h, w, _ = img.shape
+        c = self.crop
+        if h < c or w < c:
+            img = np.pad(img, ((0, max(0, c - h)), (0, max(0, c - w)), (0, 0)), mode="reflect")
+            h, w, _ = img.shape
+        top, left = g[0] % (h - c + 1), g[1] % (w - c + 1)
+        patch = img[top : top + c, left : left + c]
+        if self.flips and g[2] % 2:
+            patch = patch[:, ::-1]
+        if self.flips and g[3] % 2:
+            patch = patch[::-1]
+        return to_tensor(patch)[0]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,149 @@
+"""Data: the manifest catches corruption, the resolver's order, and explicit 8-bit RGB conversion."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lic_utils import data
+from lic_utils.cli import main
+from lic_utils.errors import LicError
+
+KODIM01 = "kodak/kodim01.png"
+
+
+@pytest.fixture
+def project_data(tmp_path, monkeypatch):
+    """An empty project data/ folder and an empty mirror, so each test builds the state it needs."""
+    local, mirror = tmp_path / "data", tmp_path / "mirror"
+    local.mkdir(), mirror.mkdir()
+    real_mirror = data.mirror_dir()
+    monkeypatch.setattr(data, "DATA_DIR", local)
+    monkeypatch.setenv("LIC_DATA_MIRROR", str(mirror))
+    return local, mirror, real_mirror
+
+
+def _corrupt(path):
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_manifest_lists_every_file_with_checksum_and_source():
+    m = data.manifest()
+    assert sum(e.set == "kodak" for e in m.values()) == 24
+    assert sum(e.set == "bsds500" for e in m.values()) == 500
+    assert data.LPIPS_BACKBONE in m
+    for e in m.values():
+        assert len(e.sha256) == 64 and e.size > 0 and e.url.startswith("http")
+    assert m[KODIM01].url == "http://r0k.us/graphics/kodak/kodak/kodim01.png"
+
+
+def test_corrupted_local_copy_is_caught_with_the_fix(project_data):
+    local, _, real_mirror = project_data
+    (local / "kodak").mkdir()
+    shutil.copy(real_mirror / KODIM01, local / KODIM01)
+    assert data.resolve(KODIM01) == local / KODIM01  # the local copy comes first
+    _corrupt(local / KODIM01)
+    with pytest.raises(LicError) as err:
+        data.resolve(KODIM01)
+    msg = str(err.value)
+    assert "kodim01.png" in msg and data.manifest()[KODIM01].sha256 in msg
+    assert data.sha256_file(local / KODIM01) in msg
+    assert "python -m lic_utils data fetch kodak" in msg
+
+
+def test_corrupted_mirror_copy_is_caught(project_data):
+    _, mirror, real_mirror = project_data
+    (mirror / "kodak").mkdir()
+    shutil.copy(real_mirror / KODIM01, mirror / KODIM01)
+    assert data.resolve(KODIM01) == mirror / KODIM01
+    _corrupt(mirror / KODIM01)
+    with pytest.raises(LicError, match="corrupted"):
+        data.resolve(KODIM01)
+
+
+def test_missing_file_names_the_fix(project_data):
+    with pytest.raises(LicError, match="data fetch kodak"):
+        data.resolve(KODIM01, download=False)
+
+
+def test_fetch_copies_from_mirror_and_replaces_a_corrupted_copy(project_data, monkeypatch):
+    local, _, real_mirror = project_data
+    monkeypatch.setenv("LIC_DATA_MIRROR", str(real_mirror))
+    paths = data.fetch(["lpips"], progress=False)
+    assert len(paths) == 4 and all(p.is_relative_to(local) for p in paths)
+    ref = local / "lpips/reference/ex_ref.png"
+    _corrupt(ref)
+    data.fetch(["lpips"], progress=False)
+    assert data.sha256_file(ref) == data.manifest()["lpips/reference/ex_ref.png"].sha256
+    assert data.verify(["lpips"], progress=False) == 4
+
+
+def test_data_cli_verify(capsys):
+    assert main(["data", "verify", "kodak"]) == 0
+    assert "24 files verified" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [
+        ("L", 200, (200, 200, 200)),
+        ("1", 1, (255, 255, 255)),
+        ("I;16", 65535, (255, 255, 255)),
+        ("I;16", 257 * 100, (100, 100, 100)),
+        ("I", 30000, (117, 117, 117)),
+        ("RGB", (10, 20, 30), (10, 20, 30)),
+        ("RGBA", (10, 20, 30, 0), (255, 255, 255)),  # transparent over white
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("LA", (50, 255), (50, 50, 50)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+    ],
+)
+def test_odd_modes_become_8bit_rgb(tmp_path, mode, value, expected):
+    path = tmp_path / ("img.tif" if mode in ("CMYK", "I") else "img.png")
+    Image.new(mode, (5, 3), value).save(path)
+    img = data.load_rgb(path)
+    assert img.dtype == np.uint8 and img.shape == (3, 5, 3)
+    assert tuple(img[1, 2]) == expected
+
+
+def test_palette_image_with_transparency(tmp_path):
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png", transparency=0)
+    img = data.load_rgb(tmp_path / "p.png")
+    assert img.shape == (4, 4, 3) and tuple(img[0, 0]) == (200, 10, 10)
+
+
+def test_not_an_image_is_one_clear_error(tmp_path):
+    (tmp_path / "x.png").write_text("hello")
+    with pytest.raises(LicError, match="not an image"):
+        data.load_rgb(tmp_path / "x.png")
+
+
+def test_kodak_dataset_gives_named_full_images():
+    ds = data.KodakDataset()
+    assert len(ds) == 24
+    name, x = ds[0]
+    assert name == "kodim01" and x.shape == (3, 512, 768)
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+
+
+def test_crop_dataset_crops_flips_and_is_seeded():
+    paths = data.bsds500_paths(["val"])[:3]
+    ds = data.CropDataset(paths, crop=64, length=10)
+    torch.manual_seed(0)
+    a = torch.stack([ds[i] for i in range(10)])
+    torch.manual_seed(0)
+    b = torch.stack([ds[i] for i in range(10)])
+    assert a.shape == (10, 3, 64, 64) and torch.equal(a, b)
+    assert 0 <= a.min() and a.max() <= 1 and a.std() > 0.01
+    big = data.CropDataset(paths[:1], crop=512)  # larger than the 481×321 image: reflection padding
+    assert big[0].shape == (3, 512, 512)
+
+
+def test_tensor_roundtrip_is_exact(kodim01):
+    assert np.array_equal(data.to_uint8(data.to_tensor(kodim01)), kodim01)
