@@ -1,0 +1,188 @@
+"""The study's command line: `python -m lic_utils COMMAND …` (also installed as `lic`).
+
+Each command is a pair of small functions below: `_args_NAME(parser)` declares its arguments and
+`_run_NAME(args)` calls into the module that does the work. Heavy modules are imported inside the
+run functions so that `--help` stays instant. A LicError becomes one line on stderr and exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from lic_utils.errors import LicError
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=float))
+
+
+# --- data -------------------------------------------------------------------------------------------
+def _args_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["fetch", "verify"], help="fetch: resolve and copy/download; verify: check every sha256")
+    p.add_argument("set", nargs="?", default="all", choices=["kodak", "bsds500", "lpips", "all"])
+
+
+def _run_data(args) -> int:
+    from lic_utils import data
+
+    sets = None if args.set == "all" else [args.set]
+    if args.action == "fetch":
+        paths = data.fetch(sets)
+        print(f"{len(paths)} files present and verified in {data.DATA_DIR}")
+    else:
+        n = data.verify(sets)
+        print(f"{n} files verified (sha256 matches the manifest)")
+    return 0
+
+
+# --- metrics ----------------------------------------------------------------------------------------
+def _args_metrics(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", help="reference image (any format Pillow reads)")
+    p.add_argument("dist", help="distorted image, or a compressed file (.jpg/.webp/.avif/.heic/.jp2/.lic): then bpp is added")
+    p.add_argument("--checkpoint", help="model checkpoint, needed when DIST is a .lic file")
+
+
+def _run_metrics(args) -> int:
+    from lic_utils import metrics
+
+    _print_json(metrics.compare_files(args.ref, args.dist, checkpoint=args.checkpoint))
+    return 0
+
+
+# --- baseline ---------------------------------------------------------------------------------------
+def _args_baseline(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="image to compress (any format Pillow reads)")
+    p.add_argument("--codec", required=True, help="jpeg, webp, avif, heic or jpeg2000")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--bpp", type=float, help="target bitrate: the largest real file not above it")
+    target.add_argument("--quality", type=float, help="the codec's own setting (jpeg2000: its target bpp)")
+    p.add_argument("-o", "--output", required=True, help="file to write; the codec's extension is added if missing")
+
+
+def _run_baseline(args) -> int:
+    from lic_utils import codecs, data, metrics
+    from lic_utils.files import atomic_write_bytes
+
+    codec = codecs.get_codec(args.codec)
+    out = codecs.output_path(args.output, codec)
+    img = data.load_rgb(args.image)
+    if args.bpp is not None:
+        r = codecs.match_bitrate(img, codec, args.bpp)
+        quality, blob, decoded, below_floor = r.quality, r.data, r.decoded, r.below_floor
+    else:
+        quality = codec.check_quality(args.quality)
+        blob = codec.encode(img, quality)
+        decoded, below_floor = codec.decode(blob), False
+    scores = metrics.evaluate_arrays(img, decoded)
+    atomic_write_bytes(out, blob)
+    h, w, _ = img.shape
+    _print_json({
+        "file": str(out), "codec": codec.name, "quality": quality, "bytes": len(blob),
+        "bpp": codecs.bpp(len(blob), h, w), "target_bpp": args.bpp, **scores, "below_floor": below_floor,
+    })
+    return 0
+
+
+# --- train / sweep ----------------------------------------------------------------------------------
+def _args_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="base settings (default: the config file's `profile`, else cpu)")
+    p.add_argument("--config", help="YAML or JSON file of training options, applied over the profile")
+    p.add_argument("--prior", choices=["factorized", "factorized-gaussian", "hyperprior"])
+    p.add_argument("--quantizer", choices=["noise", "ste", "mixed"])
+    p.add_argument("--lmbda", type=float, help="rate weight λ (bpp against MSE on [0, 1]; larger → fewer bits)")
+    p.add_argument("--beta", type=float, help="weight of 1 − MS-SSIM")
+    p.add_argument("--gamma", type=float, help="weight of LPIPS")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch", type=int, help="crops per step (per process under torchrun)")
+    p.add_argument("--crop", type=int)
+    p.add_argument("--device", help="auto (cuda → mps → cpu), cpu, cuda, …")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other training option, value in YAML syntax (repeatable), e.g. --set warmup=200")
+    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME (resumed if interrupted, skipped if done)")
+
+
+def _parse_sets(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LicError(f"--set takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _run_train(args) -> int:
+    from lic_utils import train
+
+    flags = {k: getattr(args, k) for k in ("prior", "quantizer", "lmbda", "beta", "gamma", "steps", "lr", "batch",
+                                            "crop", "device", "seed")}
+    options = {**(train.read_config_file(args.config) if args.config else {}), **{k: v for k, v in flags.items() if v is not None},
+               **_parse_sets(args.set)}
+    profile = args.profile or options.pop("profile", None) or "cpu"
+    options.pop("profile", None)
+    train.train(train.TrainConfig.for_profile(profile, **options), args.out)
+    return 0
+
+
+def _args_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="sweep YAML: profile, out, priors, variants {name: {beta, gamma}}, lmbdas, overrides")
+    p.add_argument("--only", nargs="*", help="train only these run names")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_sweep(args) -> int:
+    from lic_utils import train
+
+    df = train.sweep(args.config, progress=not args.no_progress, only=args.only)
+    print(df[["name", "status", "steps", "train_bpp", "train_psnr", "val_bpp", "val_psnr"]].to_string(index=False))
+    return 0
+
+
+# --- study ------------------------------------------------------------------------------------------
+def _args_study(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
+    p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with one of these (e.g. 00 05)")
+
+
+def _run_study(args) -> int:
+    from lic_utils import study
+
+    study.run_notebooks(profile=args.profile, only=args.only)
+    return 0
+
+
+COMMANDS = {
+    "data": (_args_data, _run_data, "fetch or verify the datasets and the LPIPS backbone"),
+    "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS (and bpp) of one image pair, as JSON"),
+    "baseline": (_args_baseline, _run_baseline, "one image through a classical codec: real file, metrics as JSON"),
+    "study": (_args_study, _run_study, "run the numbered notebooks headless with papermill"),
+    "train": (_args_train, _run_train, "train the learned codec (resumes interrupted runs; torchrun → DDP)"),
+    "sweep": (_args_sweep, _run_sweep, "train a grid prior × loss variant × λ from a YAML file, keeping index.csv"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lic_utils", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (add_args, run, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add_args(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LicError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
