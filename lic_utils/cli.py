@@ -156,10 +156,41 @@ def _run_study(args) -> int:
     return 0
 
 
+# --- evaluate ---------------------------------------------------------------------------------------
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run folders (with checkpoint.pt) or checkpoint files")
+    p.add_argument("--images", type=int, default=None, help="only the first N Kodak images (default: all 24)")
+    p.add_argument("--results", default=None, help="folder of the CSV tables (default: results/)")
+    p.add_argument("--codecs", nargs="*", default=None, help="classical codecs to match (default: all five)")
+    p.add_argument("--no-matched", action="store_true", help="skip the matched-bitrate classical codecs")
+
+
+def _run_evaluate(args) -> int:
+    from pathlib import Path
+
+    from lic_utils import evaluate
+    from lic_utils.files import RESULTS_DIR
+
+    results = Path(args.results) if args.results else RESULTS_DIR
+    images = evaluate.kodak_images(args.images)
+    for run in args.runs:
+        learned = evaluate.evaluate_model(run, images, cache=results / "learned_kodak.csv")
+        summary = learned[["bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms"]].mean().round(4).to_dict()
+        print(json.dumps({"model": learned["model"].iloc[0], "images": len(learned), **summary}))
+        if not args.no_matched:
+            matched = evaluate.matched_codecs(learned, images, args.codecs, cache=results / "matched_kodak.csv")
+            for codec, g in matched.groupby("codec"):
+                print(json.dumps({"codec": codec, "at_bpp_of": learned["model"].iloc[0],
+                                  "below_floor": int(g["below_floor"].sum()),
+                                  **g[["bpp", "psnr", "ms_ssim", "lpips"]].mean().round(4).to_dict()}))
+    return 0
+
+
 COMMANDS = {
     "data": (_args_data, _run_data, "fetch or verify the datasets and the LPIPS backbone"),
     "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS (and bpp) of one image pair, as JSON"),
     "baseline": (_args_baseline, _run_baseline, "one image through a classical codec: real file, metrics as JSON"),
+    "evaluate": (_args_evaluate, _run_evaluate, "real .lic files on Kodak, metrics, and classical codecs at the same bytes"),
     "study": (_args_study, _run_study, "run the numbered notebooks headless with papermill"),
     "train": (_args_train, _run_train, "train the learned codec (resumes interrupted runs; torchrun → DDP)"),
     "sweep": (_args_sweep, _run_sweep, "train a grid prior × loss variant × λ from a YAML file, keeping index.csv"),

@@ -7,6 +7,7 @@ interrupted sweep resumes where it stopped and a finished one is not measured ag
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -106,8 +107,6 @@ def bd_rate_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str = "psn
     `anchor` and `test` are RD curves with columns `bpp` and the metric (one row per point, ≥ 4 points
     each for a cubic fit; fewer give NaN). Curves that do not overlap give NaN.
     """
-    import warnings
-
     import bjontegaard as bd
 
     column, sign = BD_METRICS[metric]
@@ -127,3 +126,117 @@ def bd_rate_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str = "psn
             except (ValueError, ZeroDivisionError, AssertionError):
                 pass
     return out
+
+
+# --- learned models with real .lic files -------------------------------------------------------------
+def resolve_checkpoint(run_or_checkpoint: str | Path) -> tuple[str, Path]:
+    """(model name, checkpoint path) of a run folder (its checkpoint.pt) or a checkpoint file."""
+    from lic_utils.errors import LicError
+
+    p = Path(run_or_checkpoint)
+    ckpt = p / "checkpoint.pt" if p.is_dir() else p
+    if not ckpt.is_file():
+        raise LicError(f"{run_or_checkpoint}: no checkpoint found (expected a run folder with checkpoint.pt, or a .pt file)")
+    name = ckpt.parent.name if ckpt.name == "checkpoint.pt" else ckpt.stem
+    return name, ckpt
+
+
+def _run_settings(ckpt: Path) -> dict:
+    """The training settings recorded beside a checkpoint (config.json of its run), for the tables."""
+    import json
+
+    cfg_file = ckpt.parent / "config.json"
+    if not cfg_file.exists():
+        return {}
+    cfg = json.loads(cfg_file.read_text())
+    cfg = cfg.get("train", cfg) if isinstance(cfg, dict) else {}
+    keep = ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps", "profile")
+    return {k: cfg[k] for k in keep if k in cfg}
+
+
+def _load_cache(cache: Path | None) -> pd.DataFrame:
+    return pd.read_csv(cache) if cache is not None and Path(cache).exists() else pd.DataFrame()
+
+
+def _save_rows(cache: Path | None, done: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
+    if rows:
+        done = pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if len(done) else pd.DataFrame(rows)
+        if cache is not None:
+            atomic_to_csv(done, cache)
+    return done
+
+
+def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cache: str | Path | None = None,
+                   lic_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """Compress every image to a real .lic file with the model, decode it, and measure.
+
+    One row per image: bytes, bpp (from the file), PSNR, MS-SSIM, LPIPS, encode/decode ms. Rows are
+    cached by the checkpoint's sha256, so an unchanged checkpoint is never evaluated twice.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from lic_utils import bitstream, data, models
+
+    name, ckpt = resolve_checkpoint(run_or_checkpoint)
+    digest = data.sha256_file(ckpt)[:16]
+    done = _load_cache(cache)
+    have = set(done["image"][done["checkpoint_sha"] == digest]) if len(done) else set()
+    todo = [(n, img) for n, img in images if n not in have]
+    rows = []
+    if todo:
+        model = models.load_checkpoint(ckpt).eval()
+        settings = _run_settings(ckpt)
+        for n, img in tqdm(todo, desc=f"evaluate {name}", unit="image", disable=not progress):
+            x = data.to_tensor(img)
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                payload = bitstream.encode_image(model, x)
+                t1 = time.perf_counter()
+                x_hat = bitstream.decode_image(model, payload)
+                t2 = time.perf_counter()
+            if lic_dir is not None:
+                from lic_utils.files import atomic_write_bytes
+
+                atomic_write_bytes(Path(lic_dir) / name / f"{n}.lic", payload)
+            rows.append({"model": name, "checkpoint_sha": digest, "checkpoint": str(ckpt), **settings, "image": n,
+                         **measure(img, payload, data.to_uint8(x_hat)),
+                         "encode_ms": 1e3 * (t1 - t0), "decode_ms": 1e3 * (t2 - t1)})
+        done = _save_rows(cache, done, rows)
+    names = {n for n, _ in images}
+    return done[(done["checkpoint_sha"] == digest) & done["image"].isin(names)].reset_index(drop=True)
+
+
+def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], codecs_: list[str] | None = None,
+                   cache: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
+    """For every learned (model, image) row, every classical codec set to the same file size, not above.
+
+    The comparison is per image at equal bytes: `codecs.match_bitrate(image, codec, learned bpp)`.
+    Rows carry the learned model's name and bpp (`target_bpp`) and `below_floor` when the codec
+    cannot make a file that small. Cached by (checkpoint_sha, image, codec).
+    """
+    from tqdm.auto import tqdm
+
+    from lic_utils import codecs
+
+    codecs_ = codecs_ or list(codecs.CODECS)
+    by_name = dict(images)
+    done = _load_cache(cache)
+    have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
+    todo = [(r, c) for r in learned.itertuples() for c in codecs_ if (r.checkpoint_sha, r.image, c) not in have]
+    rows = []
+    for i, (r, c) in enumerate(tqdm(todo, desc="matched bitrates", unit="file", disable=not progress)):
+        img = by_name[r.image]
+        with warnings.catch_warnings():  # a target below the codec's floor is recorded in the row instead
+            warnings.simplefilter("ignore", codecs.BitrateFloorWarning)
+            m = codecs.match_bitrate(img, c, r.bpp)
+        rows.append({"model": r.model, "checkpoint_sha": r.checkpoint_sha, "image": r.image, "codec": c,
+                     "quality": m.quality, "target_bpp": r.bpp, "below_floor": m.below_floor,
+                     **measure(img, m.data, m.decoded)})
+        if cache is not None and i % 10 == 9:
+            done, rows = _save_rows(cache, done, rows), []
+    done = _save_rows(cache, done, rows)
+    keys = set(zip(learned["checkpoint_sha"], learned["image"]))
+    keep = [k in keys for k in zip(done["checkpoint_sha"], done["image"])] if len(done) else []
+    return done[keep].reset_index(drop=True) if len(done) else done
+
