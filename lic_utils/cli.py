@@ -186,14 +186,112 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+# --- the learned codec: .lic files ------------------------------------------------------------------
+def _args_compress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="image to compress (any format Pillow reads)")
+    p.add_argument("output", help="the .lic file to write")
+    p.add_argument("--checkpoint", required=True, help="model checkpoint (checkpoint.pt of a training run)")
+
+
+def _run_compress(args) -> int:
+    from lic_utils import bitstream, data, models
+
+    model = models.load_checkpoint(args.checkpoint)
+    img = data.load_rgb(args.input)
+    size = bitstream.write_lic(args.output, model, data.to_tensor(img))
+    h, w, _ = img.shape
+    _print_json({"file": args.output, "bytes": size, "bpp": size * 8 / (h * w), "height": h, "width": w})
+    return 0
+
+
+def _args_decompress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a .lic file")
+    p.add_argument("output", help="the PNG to write")
+    p.add_argument("--checkpoint", required=True, help="the checkpoint of the model that wrote the file")
+
+
+def _run_decompress(args) -> int:
+    from lic_utils import bitstream, data, models
+
+    model = models.load_checkpoint(args.checkpoint)
+    x_hat = bitstream.read_lic(args.input, model)
+    data.save_png(data.to_uint8(x_hat), args.output)
+    print(args.output)
+    return 0
+
+
+def _args_info(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="a .lic file")
+    p.add_argument("--checkpoint", help="the model that wrote it: adds its estimated bits (−log2 likelihood)")
+
+
+def _run_info(args) -> int:
+    from lic_utils import bitstream, models
+
+    model = models.load_checkpoint(args.checkpoint) if args.checkpoint else None
+    _print_json(bitstream.info_file(args.input, model))
+    return 0
+
+
+def _args_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="model checkpoint (default: an untrained default model, as fast as a trained one)")
+    p.add_argument("--images", type=int, default=24, help="the first N Kodak images (default: all 24)")
+    p.add_argument("--repeats", type=int, default=3, help="time each image this many times, keep the best")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+
+
+def _run_bench(args) -> int:
+    import torch
+
+    from lic_utils import bitstream, data, models
+
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        model = models.load_checkpoint(args.checkpoint)
+    else:
+        model = models.build_model()
+        model.update(force=True)
+    images = [(p.stem, data.to_tensor(data.load_rgb(p))[0]) for p in data.kodak_paths()[: args.images]]
+    rows = bitstream.benchmark(model.eval(), images, repeats=args.repeats)
+    print(f"{'image':10} {'encode_ms':>9} {'decode_ms':>9} {'bpp':>8} {'est_bpp':>8} {'overhead':>8}")
+    for r in rows:
+        over = 100 * (r["payload_bpp"] / r["estimated_bpp"] - 1) if r["estimated_bpp"] > 0 else float("nan")
+        print(f"{r['image']:10} {r['encode_ms']:9.1f} {r['decode_ms']:9.1f} {r['bpp']:8.4f} {r['estimated_bpp']:8.4f} {over:7.2f}%")
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("encode_ms", "decode_ms", "bpp", "payload_bpp", "estimated_bpp")}
+    _print_json({"model": args.checkpoint or "untrained default", "config": model.config.to_dict(), "images": len(rows),
+                 "threads": args.threads, **{f"mean_{k}": round(v, 4) for k, v in mean.items()},
+                 "mean_total_ms": round(mean["encode_ms"] + mean["decode_ms"], 1),
+                 "all_exact": all(r["exact"] for r in rows)})
+    return 0
+
+
+# --- figures ----------------------------------------------------------------------------------------
+def _args_figures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default=None, help="folder of the tables (default: results/)")
+    p.add_argument("--figures", default=None, help="folder of the figures (default: figures/)")
+
+
+def _run_figures(args) -> int:
+    from lic_utils import study
+
+    for path in study.redraw_figures(args.results, args.figures):
+        print(path)
+    return 0
+
+
 COMMANDS = {
     "data": (_args_data, _run_data, "fetch or verify the datasets and the LPIPS backbone"),
     "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS (and bpp) of one image pair, as JSON"),
     "baseline": (_args_baseline, _run_baseline, "one image through a classical codec: real file, metrics as JSON"),
     "evaluate": (_args_evaluate, _run_evaluate, "real .lic files on Kodak, metrics, and classical codecs at the same bytes"),
+    "figures": (_args_figures, _run_figures, "redraw the RD figures from results/ alone"),
     "study": (_args_study, _run_study, "run the numbered notebooks headless with papermill"),
     "train": (_args_train, _run_train, "train the learned codec (resumes interrupted runs; torchrun → DDP)"),
     "sweep": (_args_sweep, _run_sweep, "train a grid prior × loss variant × λ from a YAML file, keeping index.csv"),
+    "compress": (_args_compress, _run_compress, "compress an image to a .lic file with a trained model"),
+    "decompress": (_args_decompress, _run_decompress, "decode a .lic file to a PNG with the checkpoint that made it"),
+    "info": (_args_info, _run_info, "header fields and sizes of a .lic file (and estimated bits, given its checkpoint)"),
+    "bench": (_args_bench, _run_bench, "encode/decode ms, real and estimated bpp on Kodak images"),
 }
 
 

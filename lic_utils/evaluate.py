@@ -27,11 +27,23 @@ BASELINE_QUALITIES = {
 SWEEP_KEY = ["image", "codec", "quality"]
 
 
-def kodak_images(limit: int | None = None) -> list[tuple[str, np.ndarray]]:
-    """(name, H×W×3 uint8) for the first `limit` Kodak images (all 24 by default)."""
+def kodak_images(limit: int | None = None, crop: int | None = None) -> list[tuple[str, np.ndarray]]:
+    """(name, H×W×3 uint8) for the first `limit` Kodak images (all 24 by default).
+
+    `crop` keeps a centred crop×crop square, named e.g. `kodim01-c256` so that its rows never mix
+    with the full image's in a cache (the smoke profile uses this to stay fast).
+    """
     from lic_utils import data
 
-    return [(p.stem, data.load_rgb(p)) for p in data.kodak_paths()[:limit]]
+    out = []
+    for p in data.kodak_paths()[:limit]:
+        img = data.load_rgb(p)
+        if crop:
+            top, left = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2
+            out.append((f"{p.stem}-c{crop}", np.ascontiguousarray(img[top:top + crop, left:left + crop])))
+        else:
+            out.append((p.stem, img))
+    return out
 
 
 def measure(ref: np.ndarray, payload: bytes, decoded: np.ndarray) -> dict:
@@ -211,9 +223,10 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
                    cache: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """For every learned (model, image) row, every classical codec set to the same file size, not above.
 
-    The comparison is per image at equal bytes: `codecs.match_bitrate(image, codec, learned bpp)`.
-    Rows carry the learned model's name and bpp (`target_bpp`) and `below_floor` when the codec
-    cannot make a file that small. Cached by (checkpoint_sha, image, codec).
+    The comparison is per image at equal bytes: `codecs.match_bitrate(image, codec, learned bpp)`;
+    all targets of one image and codec share their encodes. Rows carry the learned model's name and
+    bpp (`target_bpp`) and `below_floor` when the codec cannot make a file that small. Cached by
+    (checkpoint_sha, image, codec).
     """
     from tqdm.auto import tqdm
 
@@ -223,20 +236,128 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
     by_name = dict(images)
     done = _load_cache(cache)
     have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
-    todo = [(r, c) for r in learned.itertuples() for c in codecs_ if (r.checkpoint_sha, r.image, c) not in have]
-    rows = []
-    for i, (r, c) in enumerate(tqdm(todo, desc="matched bitrates", unit="file", disable=not progress)):
-        img = by_name[r.image]
+    todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
+    for r in learned.itertuples():
+        for c in codecs_:
+            if (r.checkpoint_sha, r.image, c) not in have:
+                todo.setdefault((r.image, c), []).append(r)
+    for (image, c), targets in tqdm(todo.items(), desc="matched bitrates", unit="image×codec", disable=not progress):
+        img = by_name[image]
         with warnings.catch_warnings():  # a target below the codec's floor is recorded in the row instead
             warnings.simplefilter("ignore", codecs.BitrateFloorWarning)
-            m = codecs.match_bitrate(img, c, r.bpp)
-        rows.append({"model": r.model, "checkpoint_sha": r.checkpoint_sha, "image": r.image, "codec": c,
-                     "quality": m.quality, "target_bpp": r.bpp, "below_floor": m.below_floor,
-                     **measure(img, m.data, m.decoded)})
-        if cache is not None and i % 10 == 9:
-            done, rows = _save_rows(cache, done, rows), []
-    done = _save_rows(cache, done, rows)
+            matches = codecs.match_bitrates(img, c, [r.bpp for r in targets])
+        rows = [{"model": r.model, "checkpoint_sha": r.checkpoint_sha, "image": image, "codec": c,
+                 "quality": m.quality, "target_bpp": r.bpp, "below_floor": m.below_floor,
+                 **measure(img, m.data, m.decoded)} for r, m in zip(targets, matches)]
+        done = _save_rows(cache, done, rows)
+    if not len(done):
+        return done
     keys = set(zip(learned["checkpoint_sha"], learned["image"]))
-    keep = [k in keys for k in zip(done["checkpoint_sha"], done["image"])] if len(done) else []
-    return done[keep].reset_index(drop=True) if len(done) else done
+    keep = [k in keys for k in zip(done["checkpoint_sha"], done["image"])]
+    return done[keep & done["codec"].isin(codecs_)].reset_index(drop=True)
 
+
+# --- tables of the study -----------------------------------------------------------------------------
+QUALITY = ("psnr", "ms_ssim", "lpips")
+
+
+def variant_label(beta: float, gamma: float) -> str:
+    """Name of a loss variant from its weights: 'mse', '+ms-ssim β=…', '+lpips γ=…'."""
+    parts = ["mse"]
+    if beta:
+        parts.append(f"+ms-ssim β={beta:g}")
+    if gamma:
+        parts.append(f"+lpips γ={gamma:g}")
+    return " ".join(parts)
+
+
+def family_label(row) -> str:
+    """A curve's name: prior, loss variant, and 'no scale' when the per-channel scale is off."""
+    label = f"{row['prior']} · {variant_label(row.get('beta', 0) or 0, row.get('gamma', 0) or 0)}"
+    return label + (" · no scale" if str(row.get("channel_scale", True)) in ("False", "0", "false") else "")
+
+
+def learned_points(learned: pd.DataFrame) -> pd.DataFrame:
+    """One RD point per model (mean over its images), labelled with its `family` (one curve per family)."""
+    numeric = [c for c in ("bytes", "bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms") if c in learned]
+    settings = [c for c in ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps") if c in learned]
+    pts = learned.groupby("model", sort=False).agg({**{c: "mean" for c in numeric}, **{c: "first" for c in settings}})
+    pts["n_images"] = learned.groupby("model", sort=False).size()
+    pts = pts.reset_index()
+    pts["ms_ssim_db"] = metrics.ms_ssim_db(pts["ms_ssim"].to_numpy())
+    pts["family"] = pts.apply(family_label, axis=1) if "prior" in pts else pts["model"]
+    return pts.sort_values(["family", "bpp"]).reset_index(drop=True)
+
+
+def bd_table(learned_pts: pd.DataFrame, codec_curves: pd.DataFrame, metrics_=("psnr", "ms_ssim_db", "lpips")) -> pd.DataFrame:
+    """BD-rate and BD-quality of every learned family against every codec, per metric (tidy rows).
+
+    Negative BD-rate: the learned curve needs fewer bits for the same quality. Families with fewer than
+    four points (single-point ablations) are left out: a cubic fit needs four.
+    """
+    rows = []
+    for fam, pts in learned_pts.groupby("family", sort=False):
+        for codec, curve in codec_curves.groupby("codec", sort=False):
+            for m in metrics_:
+                res = bd_rate_quality(curve, pts, m)
+                rows.append({"family": fam, "codec": codec, "metric": m, "n_points": len(pts), **res})
+    out = pd.DataFrame(rows)
+    return out[out["n_points"] >= 4].reset_index(drop=True) if len(out) else out
+
+
+def at_bpp(curve: pd.DataFrame, bpp: float, metric: str) -> float:
+    """A curve's metric at `bpp`, interpolated linearly in log(bpp); NaN outside the measured range."""
+    c = curve.dropna(subset=["bpp", metric]).sort_values("bpp")
+    if len(c) < 2 or not c["bpp"].min() <= bpp <= c["bpp"].max():
+        return float("nan")
+    return float(np.interp(np.log(bpp), np.log(c["bpp"].to_numpy()), c[metric].to_numpy()))
+
+
+def compare_at(learned_pts: pd.DataFrame, codec_curves: pd.DataFrame, bpps=(0.1, 0.2, 0.3, 0.5)) -> pd.DataFrame:
+    """Learned families and codecs side by side at fixed bitrates (interpolated on each RD curve)."""
+    rows = []
+    curves = [(f, g, "learned") for f, g in learned_pts.groupby("family", sort=False)] + \
+             [(c, g, "classical") for c, g in codec_curves.groupby("codec", sort=False)]
+    for name, g, kind in curves:
+        for b in bpps:
+            rows.append({"curve": name, "kind": kind, "bpp": b, **{m: at_bpp(g, b, m) for m in QUALITY}})
+    return pd.DataFrame(rows)
+
+
+def matched_summary(learned: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """Per model and codec, at equal bytes on each image: mean metric differences (learned − codec)
+    and the share of images where the learned model is better; images where the codec could not go
+    that low are counted separately (`codec_below_floor`)."""
+    m = matched.merge(learned[["model", "image", "bpp", *QUALITY]], on=["model", "image"], suffixes=("", "_learned"))
+    rows = []
+    for (model, codec), g in m.groupby(["model", "codec"], sort=False):
+        ok = g[~g["below_floor"].astype(bool)]
+        row = {"model": model, "codec": codec, "images": len(g), "codec_below_floor": int(len(g) - len(ok)),
+               "learned_bpp": g["bpp_learned"].mean(), "codec_bpp": ok["bpp"].mean()}
+        for q in QUALITY:
+            diff = ok[f"{q}_learned"] - ok[q]
+            row[f"d_{q}"] = diff.mean()
+            row[f"learned_wins_{q}"] = float(((-diff if q == "lpips" else diff) > 0).mean()) if len(ok) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def evaluate_runs(index: pd.DataFrame, images: list[tuple[str, np.ndarray]], results_dir: str | Path,
+                  matched: bool = True, codecs_: list[str] | None = None, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Evaluate every finished run of a training index (its `checkpoint` column) on `images`, and
+    match every classical codec to each model's bytes. Cached in results_dir/learned_kodak.csv and
+    results_dir/matched_kodak.csv. Returns (learned rows, matched rows or None)."""
+    results_dir = Path(results_dir)
+    runs = [c for c in index["checkpoint"].dropna() if str(c)]
+    learned = pd.concat([evaluate_model(c, images, cache=results_dir / "learned_kodak.csv", progress=progress)
+                         for c in runs], ignore_index=True)
+    match = matched_codecs(learned, images, codecs_, cache=results_dir / "matched_kodak.csv", progress=progress) if matched else None
+    return learned, match
+
+
+def rd_table(learned_pts: pd.DataFrame, codec_curves: pd.DataFrame) -> pd.DataFrame:
+    """Learned points and codec curves in one tidy table with a `curve` column, for plots.rd_curves."""
+    a = learned_pts.assign(curve=learned_pts["family"], kind="learned")
+    b = codec_curves.assign(curve=codec_curves["codec"], kind="classical")
+    cols = ["curve", "kind", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "lpips"]
+    return pd.concat([a[cols], b[cols]], ignore_index=True)

@@ -86,7 +86,16 @@ def lpips_backbone_path() -> Path:
 
 @lru_cache(maxsize=4)
 def lpips_model(device: str = "cpu") -> torch.nn.Module:
-    """LPIPS-alex v0.1, frozen and in eval mode, built offline (pnet_rand + the backbone file)."""
+    """LPIPS-alex v0.1, frozen and in eval mode, built offline (pnet_rand + the backbone file).
+
+    Built outside inference mode even when first asked for inside it: the cached network also serves
+    the training loss, where inference tensors could not take part in autograd.
+    """
+    with torch.inference_mode(False):
+        return _build_lpips(device)
+
+
+def _build_lpips(device: str) -> torch.nn.Module:
     import lpips
 
     with warnings.catch_warnings():
@@ -116,7 +125,7 @@ def lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return model(x * 2 - 1, y * 2 - 1).flatten()
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def evaluate(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """PSNR, MS-SSIM and LPIPS of one image pair (tensors 1×3×H×W or 3×H×W in [0, 1])."""
     x, y = _pair(x, y)

@@ -74,3 +74,98 @@ def _log_timing(csv_path: Path, notebook: str, profile: str, seconds: float) -> 
         old = old[~((old.notebook == notebook) & (old.profile == profile))]
         row = pd.concat([old, row], ignore_index=True)
     atomic_to_csv(row, csv_path)
+
+
+# --- the study's matrix of trained models -------------------------------------------------------------
+# Loss variants, L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS (lic_utils.losses).
+LOSS_VARIANTS = {"mse": {"beta": 0.0, "gamma": 0.0}, "msssim": {"beta": 0.05, "gamma": 0.0},
+                 "lpips": {"beta": 0.0, "gamma": 0.01}}
+# Per profile: λ of the main RD curves (≥ 4 points, ≈0.1–0.5 bpp on Kodak for the cpu profile), the λ of
+# the single-point ablations (≈0.2 bpp), the extra β/γ settings of notebook 06, the Kodak images used,
+# the classical codecs compared (None: all five), and `crop` (None: full images). Smoke keeps the fast
+# codecs and 256×256 centre crops so that the tests take seconds.
+MATRIX = {
+    "smoke": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3], ablation_lmbda=4e-3, images=2, crop=256, codecs=["jpeg", "webp", "jpeg2000"],
+                  extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+    "cpu": dict(lmbdas=[1.2e-2, 6e-3, 4e-3, 1.5e-3], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
+                extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+    "gpu": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3, 1e-3, 5e-4], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
+                extra_variants={"msssim-b0.2": {"beta": 0.2, "gamma": 0.0}, "lpips-g0.003": {"beta": 0.0, "gamma": 0.003},
+                                "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+}
+GROUPS = ("main", "loss", "prior")
+
+
+def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
+    """The training grids of one group of the study (lic_utils.train.SweepSpec each).
+
+    main:  factorized prior × the three loss variants × the profile's λ (the RD curves of notebook 05)
+    loss:  extra β/γ weights at the ablation λ (notebook 06)
+    prior: factorized-Gaussian and hyperprior, and the factorized prior without the learned
+           per-channel quantization scale, with MSE at the ablation λ (notebook 07)
+    """
+    from lic_utils.files import RUNS_DIR
+    from lic_utils.train import SweepSpec
+
+    if profile not in MATRIX:
+        raise LicError(f"unknown profile {profile!r}; choose from {PROFILES}")
+    if group not in GROUPS:
+        raise LicError(f"unknown group {group!r}; choose from {GROUPS}")
+    m, root = MATRIX[profile], Path(runs_dir or RUNS_DIR)
+    out = str(root / f"study-{profile}")
+    one = [m["ablation_lmbda"]]
+    if group == "main":
+        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(LOSS_VARIANTS), lmbdas=m["lmbdas"])]
+    if group == "loss":
+        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(m["extra_variants"]), lmbdas=one)]
+    mse = {"mse": LOSS_VARIANTS["mse"]}
+    return [SweepSpec(profile=profile, out=out, priors=["factorized-gaussian", "hyperprior"], variants=mse, lmbdas=one),
+            SweepSpec(profile=profile, out=str(root / f"study-{profile}-noscale"), priors=["factorized"], variants=mse,
+                      lmbdas=one, overrides={"channel_scale": False})]
+
+
+def train_runs(profile: str, runs_dir=None, group: str = "main", progress: bool = True):
+    """Train (or reuse) the runs of a group; returns their index (name, prior, variant, λ, β, γ,
+    channel_scale, status, final metrics, checkpoint) as a DataFrame. Finished runs are not retrained."""
+    import pandas as pd
+
+    from lic_utils.train import sweep
+
+    frames = []
+    for spec in sweeps(profile, runs_dir, group):
+        df = sweep(spec, progress=progress)
+        df["channel_scale"] = spec.overrides.get("channel_scale", True)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def redraw_figures(results_dir=None, figures_dir=None) -> list[Path]:
+    """Redraw the RD figures from the tables in results/ alone (no training, no codec runs): `make figures`."""
+    import pandas as pd
+
+    from lic_utils import evaluate, plots
+    from lic_utils.files import FIGURES_DIR, RESULTS_DIR
+
+    results_dir, figures_dir = Path(results_dir or RESULTS_DIR), Path(figures_dir or FIGURES_DIR)
+    baselines_csv, learned_csv = results_dir / "baselines_kodak.csv", results_dir / "learned_kodak.csv"
+    if not baselines_csv.exists():
+        raise LicError(f"{baselines_csv} is missing: run `make study` (or notebook 00) first")
+    written = []
+    baselines = pd.read_csv(baselines_csv)
+    curves = evaluate.mean_curve(baselines)
+    fig = plots.rd_curves(curves, title=f"Classical codecs on Kodak ({baselines.image.nunique()} images, real files)",
+                          xlim=(0, 1.6))
+    written.append(plots.save(fig, figures_dir / "00_rd_baselines.png"))
+    if learned_csv.exists():
+        learned = pd.read_csv(learned_csv)
+        points = evaluate.learned_points(learned)
+        curves = evaluate.mean_curve(baselines[baselines.image.isin(learned.image.unique())])
+        main = points[points.family.map(points.family.value_counts()) >= 2]
+        fig = plots.rd_curves(evaluate.rd_table(points, curves), hue="curve",
+                              title=f"Kodak ({learned.image.nunique()} images): learned models and classical codecs, real files",
+                              xlim=(0, max(1.0, 1.2 * points["bpp"].max())))
+        written.append(plots.save(fig, figures_dir / "05_rd_curves.png"))
+        fig = plots.rd_curves(evaluate.rd_table(main, curves), hue="curve",
+                              title="The study in one figure: Kodak, real files", xlim=(0, 0.8))
+        written.append(plots.save(fig, figures_dir / "09_summary_rd.png"))
+    return written

@@ -88,3 +88,12 @@ def test_metrics_cli_size_mismatch_is_one_line(tmp_path, capsys, kodak_paths):
     assert main(["metrics", str(kodak_paths[0]), str(tmp_path / "small.png")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
+
+
+def test_lpips_first_built_in_inference_mode_still_trains(lpips_refs):
+    metrics.lpips_model.cache_clear()
+    with torch.inference_mode():
+        metrics.lpips(lpips_refs["ex_ref"], lpips_refs["ex_p0"])  # first use builds and caches the network
+    x = lpips_refs["ex_p0"].clone().requires_grad_(True)
+    metrics.lpips(x, lpips_refs["ex_ref"]).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
