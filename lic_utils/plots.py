@@ -68,3 +68,281 @@ def image_grid(images, titles=None, cols: int = 4, size: float = 3.0):
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# --- matched bitrates: zoomed crops and the comparison viewer ----------------------------------------
+CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000"}
+ORIGINAL = "original"
+
+
+def detail_box(image: np.ndarray, size: int | None = None) -> tuple[int, int, int, int]:
+    """The square crop (left, top, right, bottom) of `image` with the most detail (gradient energy):
+    where codecs differ most. `size` defaults to a third of the short side, at most 96 px."""
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    size = int(min(size or max(8, min(96, min(h, w) // 3)), h, w))
+    g = img.astype(np.float32).mean(axis=2) if img.ndim == 3 else img.astype(np.float32)
+    energy = np.zeros((h, w), np.float64)
+    energy[:, 1:] += np.abs(np.diff(g, axis=1))
+    energy[1:, :] += np.abs(np.diff(g, axis=0))
+    s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))  # integral image
+    step = max(1, size // 4)
+    best, box = -1.0, (0, 0, size, size)
+    for top in range(0, h - size + 1, step):
+        for left in range(0, w - size + 1, step):
+            e = s[top + size, left + size] - s[top, left + size] - s[top + size, left] + s[top, left]
+            if e > best:
+                best, box = e, (left, top, left + size, top + size)
+    return box
+
+
+def zoom_crop(image: np.ndarray, box: tuple[int, int, int, int], zoom: int) -> np.ndarray:
+    """The crop `box` = (left, top, right, bottom) of `image`, enlarged `zoom`× by pixel repetition
+    (nearest neighbour: every decoded pixel stays a visible square, nothing is smoothed)."""
+    left, top, right, bottom = box
+    crop = np.asarray(image)[top:bottom, left:right]
+    z = max(1, int(zoom))
+    return np.repeat(np.repeat(crop, z, axis=0), z, axis=1)
+
+
+def _check_box(box, shape) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    left, top, right, bottom = (int(v) for v in box)
+    if not (0 <= left < right <= w and 0 <= top < bottom <= h):
+        raise ValueError(f"crop box {tuple(box)} (left, top, right, bottom) does not fit a {w}×{h} image")
+    return left, top, right, bottom
+
+
+def entry_title(entry: dict) -> str:
+    """A panel's name: its label, and the codec's floor when it could not go down to the target."""
+    label = str(entry.get("label", ""))
+    if entry.get("below_floor"):
+        target = entry.get("target_bpp")
+        return f"{label} (floor: {entry['bpp']:.2f} bpp > {'target' if target is None else f'{target:.2f}'})"
+    return label
+
+
+def entry_caption(entry: dict, compact: bool = False) -> str:
+    """bpp and the three measures of a decoded image (missing measures are left out)."""
+    parts = [f"{entry['bpp']:.3f} bpp"] if entry.get("bpp") is not None else []
+    if entry.get("psnr") is not None:
+        parts.append(f"PSNR {entry['psnr']:.2f} dB")
+    if entry.get("ms_ssim") is not None:
+        parts.append(f"MS-SSIM {entry['ms_ssim']:.4f}")
+    if entry.get("lpips") is not None:
+        parts.append(f"LPIPS {entry['lpips']:.3f}")
+    if compact:
+        return "\n".join(parts)
+    return "\n".join([" · ".join(parts[:2]), " · ".join(parts[2:])]) if len(parts) > 2 else " · ".join(parts)
+
+
+def matched_grid(original: np.ndarray, entries: list[dict], box: tuple[int, int, int, int] | None = None,
+                 zoom: int = 3, title: str | None = None, dpi: int = 120):
+    """Zoomed crops of decoded images at (about) the same bitrate, side by side with the original.
+
+    `entries`: one dict per decoded image with `label`, `image` (H×W×3 uint8, same size as `original`),
+    `bpp`, `psnr`, `ms_ssim`, `lpips`, and optionally `below_floor` (the codec could not go down to the
+    bitrate: its smallest file is shown and the title says so), `target_bpp`, and `row` (entries with the
+    same `row` are drawn on one line, in order of first appearance; the row's name labels the line).
+
+    Layout: a small full view of the original with the crop `box` (left, top, right, bottom) drawn on it
+    (default: detail_box, the most detailed square), then per row the original's crop and each entry's
+    crop, enlarged `zoom`× by pixel repetition, titled by label and captioned with bpp and the measures.
+    The figure has 1 + rows + len(entries) image panels. Panels are sized so that at `dpi` (plots.save's
+    default) one screen pixel is about one enlarged pixel.
+    """
+    from matplotlib.patches import Rectangle
+
+    original = np.asarray(original)
+    box = _check_box(box if box is not None else detail_box(original), original.shape)
+    rows: dict = {}
+    for e in entries:
+        if np.asarray(e["image"]).shape != original.shape:
+            raise ValueError(f"{e.get('label')}: image is {np.asarray(e['image']).shape}, the original {original.shape}")
+        rows.setdefault(e.get("row"), []).append(e)
+    if not rows:
+        rows[None] = []
+    n_rows, n_cols = len(rows), 1 + max(len(r) for r in rows.values())
+    left, top, right, bottom = box
+    panel_w = (right - left) * zoom / dpi
+    panel_h = (bottom - top) * zoom / dpi
+    compact = panel_w < 2.0  # narrow panels: one measure per caption line
+    caption_h = 0.62 if compact else 0.42  # inches under each crop (4 or 2 lines)
+    title_h = 0.3  # inches above each crop
+    col_w = max(panel_w, 1.55)  # room for the titles and captions
+    h, w = original.shape[:2]
+    rows_h = n_rows * panel_h + (n_rows - 1) * (caption_h + title_h)
+    over_w = min(2.0 * max(1.0, w / h), rows_h * w / h)
+    label_w = 0.45 if any(r is not None for r in rows) else 0.1  # room for the row names left of each line
+    top_in, bottom_in = title_h + (0.4 if title else 0.05), caption_h + 0.05
+    fig_w, fig_h = over_w + label_w + n_cols * (col_w + 0.1) + 0.2, top_in + rows_h + bottom_in
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    gs = fig.add_gridspec(n_rows, n_cols + 2, width_ratios=[over_w, label_w] + [col_w] * n_cols, wspace=0.06,
+                          hspace=(caption_h + title_h) / panel_h, left=0.1 / fig_w, right=1 - 0.1 / fig_w,
+                          top=1 - top_in / fig_h, bottom=bottom_in / fig_h)
+
+    ax = fig.add_subplot(gs[:, 0])
+    ax.imshow(original, interpolation="antialiased")
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="red", linewidth=1.5))
+    ax.set_title(f"original {w}×{h}\ncrop {right - left}×{bottom - top} px at ({left}, {top}), ×{zoom}", fontsize=8)
+    ax.axis("off")
+
+    def panel(r, c, img, name, caption, colour="black"):
+        a = fig.add_subplot(gs[r, c + 2])
+        a.imshow(zoom_crop(img, box, zoom), interpolation="nearest")
+        a.set_xticks([]), a.set_yticks([])
+        for s in a.spines.values():
+            s.set_visible(True), s.set_color(colour), s.set_linewidth(1.5 if colour != "black" else 0.5)
+        a.set_title(name, fontsize=8.5, color=colour, fontweight="bold")
+        a.set_xlabel(caption, fontsize=7 if compact else 7.5, color=colour)
+        return a
+
+    for r, (row, row_entries) in enumerate(rows.items()):
+        a = panel(r, 0, original, ORIGINAL, "")
+        if row is not None:
+            a.set_ylabel(str(row), fontsize=8)
+        for c, e in enumerate(row_entries, start=1):
+            panel(r, c, e["image"], entry_title(e), entry_caption(e, compact), "firebrick" if e.get("below_floor") else "black")
+    if title:
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig_h, va="top")
+    return fig
+
+
+def _viewer_data(original, decoded) -> dict[str, tuple[np.ndarray, dict]]:
+    """{image name: (original, {(side, level): entry})} from one image or a dict of images."""
+    if isinstance(original, dict):
+        missing = set(original) - set(decoded)
+        if missing:
+            raise ValueError(f"no decodes for image(s) {sorted(missing)}: decoded must map each image name to its decodes")
+        return {name: (np.asarray(img), dict(decoded[name])) for name, img in original.items()}
+    return {"image": (np.asarray(original), dict(decoded))}
+
+
+def _sides_levels(dec: dict) -> tuple[list, list]:
+    sides, levels = [], []
+    for side, level in dec:
+        if side not in sides:
+            sides.append(side)
+        if level not in levels:
+            levels.append(level)
+    return sides, levels
+
+
+def interactive_frontend() -> bool:
+    """Whether widgets can be shown: inside a Jupyter kernel that a person drives, with ipywidgets.
+
+    Headless runs (papermill, nbconvert/nbclient, plain Python, a terminal IPython) give False:
+    nbclient executes every cell with `allow_stdin=False`, which Jupyter frontends never do.
+    """
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    kernel = getattr(get_ipython(), "kernel", None)
+    return bool(kernel is not None and getattr(kernel, "_allow_stdin", False))
+
+
+def comparison_viewer(original, decoded: dict, box: tuple[int, int, int, int] | None = None, zoom: int = 2,
+                      interactive: bool | None = None, image: str | None = None, title: str | None = None):
+    """Two decodes side by side: an ipywidgets viewer, or its static matplotlib fallback.
+
+    `original`: an H×W×3 uint8 image with `decoded` = {(side, bitrate label): entry}, or several images
+    {name: image} with `decoded` = {name: {(side, bitrate label): entry}}. A side is a codec or model label;
+    an entry is a dict like matched_grid's (`image`, `bpp`, `psnr`, `ms_ssim`, `lpips`, optional
+    `below_floor`, `target_bpp`). Bitrate labels keep the order in which they first appear.
+
+    interactive=True returns a widget (ipywidgets.VBox): an image dropdown when there are several images,
+    dropdowns for side A and side B (the original is one choice), a bitrate SelectionSlider, a toggle
+    between the zoomed crop and the full image, and the two images with their numbers.
+    interactive=False returns a Figure: for one image (`image`, default the first) a grid with one row
+    per bitrate and one column per side, cropped to `box` like matched_grid. None (default) picks the
+    widget only in a live Jupyter frontend (interactive_frontend), so headless runs still get a figure.
+    """
+    data = _viewer_data(original, decoded)
+    if interactive is None:
+        interactive = interactive_frontend()
+    if not interactive:
+        name = image if image is not None else next(iter(data))
+        if name not in data:
+            raise ValueError(f"unknown image {name!r}; choose from {list(data)}")
+        img, dec = data[name]
+        sides, levels = _sides_levels(dec)
+        entries = [{**dec[(s, lv)], "label": str(s), "row": str(lv)} for lv in levels for s in sides if (s, lv) in dec]
+        return matched_grid(img, entries, box=box, zoom=zoom, title=title if title is not None else (None if name == "image" else name))
+    return _widget_viewer(data, box, zoom, title)
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _widget_viewer(data: dict, box, zoom: int, title: str | None):
+    import html
+
+    import ipywidgets as W
+
+    names = list(data)
+    image_dd = W.Dropdown(options=names, value=names[0], description="image")
+    side_a = W.Dropdown(description="A")
+    side_b = W.Dropdown(description="B")
+    level = W.SelectionSlider(options=["-"], description="bitrate", continuous_update=False,
+                              layout=W.Layout(width="480px"), style={"description_width": "initial"})
+    view = W.ToggleButtons(options=["crop", "full image"], value="crop")
+    pics = [W.Image(format="png"), W.Image(format="png")]
+    caps = [W.HTML(), W.HTML()]
+    state = {}
+
+    def load_image(*_):
+        img, dec = data[image_dd.value]
+        sides, levels = _sides_levels(dec)
+        choices = [ORIGINAL] + [str(s) for s in sides]
+        state.update(loading=True, img=img, dec=dec, sides=dict(zip(choices, [ORIGINAL] + sides)),
+                     levels={str(lv): lv for lv in levels},
+                     box=_check_box(box if box is not None else detail_box(img), img.shape))
+        side_a.options, side_b.options = choices, choices
+        side_a.value = choices[1] if len(choices) > 1 else choices[0]
+        side_b.value = choices[2] if len(choices) > 2 else choices[0]
+        level.options = list(state["levels"]) or ["-"]
+        level.value = level.options[0]
+        state["loading"] = False
+        redraw()
+
+    def show(i, choice):
+        img, dec, b = state["img"], state["dec"], state["box"]
+        z = zoom if view.value == "crop" else 1
+        if choice == ORIGINAL:
+            entry = {"label": ORIGINAL, "image": img}
+        else:
+            entry = dec.get((state["sides"][choice], state["levels"].get(level.value)))
+        if entry is None:
+            pics[i].value = b""
+            caps[i].value = f"<b>{html.escape(choice)}</b><br><i>not available at {html.escape(str(level.value))}</i>"
+            return
+        shown = zoom_crop(entry["image"], b, z) if view.value == "crop" else np.asarray(entry["image"])
+        pics[i].value = _png(shown)
+        colour = "firebrick" if entry.get("below_floor") else "black"
+        name = html.escape(entry_title({**entry, "label": choice}))
+        numbers = html.escape(entry_caption(entry)).replace("\n", "<br>") if choice != ORIGINAL else "reference"
+        caps[i].value = f"<div style='color:{colour}'><b>{name}</b><br>{numbers}</div>"
+
+    def redraw(*_):
+        if "img" in state and not state["loading"]:
+            show(0, side_a.value)
+            show(1, side_b.value)
+
+    image_dd.observe(load_image, names="value")
+    for w in (side_a, side_b, level, view):
+        w.observe(redraw, names="value")
+    load_image()
+    controls = [W.HBox([side_a, side_b]), W.HBox([level, view])]
+    if len(names) > 1:
+        controls.insert(0, image_dd)
+    header = [W.HTML(f"<h4>{html.escape(title)}</h4>")] if title else []
+    return W.VBox(header + controls + [W.HBox([W.VBox([caps[0], pics[0]]), W.VBox([caps[1], pics[1]])])])

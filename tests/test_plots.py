@@ -1,0 +1,128 @@
+"""Figures of the matched-bitrate comparison (plots.matched_grid, plots.comparison_viewer) on synthetic images."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from lic_utils import plots
+
+
+def _image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, w, dtype=np.float32)[None, :, None] * np.ones((h, 1, 3), np.float32)
+    return np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def _entry(label: str, seed: int, bpp: float, **extra) -> dict:
+    return {"label": label, "image": _image(seed), "bpp": bpp, "psnr": 30.0 + seed, "ms_ssim": 0.9, "lpips": 0.2, **extra}
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in (ax.title, ax.xaxis.label, ax.yaxis.label)] + \
+           [t.get_text() for t in fig.texts]
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def test_matched_grid_panels_and_captions():
+    original = _image(0)
+    entries = [_entry("learned", 1, 0.2031), _entry("WebP", 2, 0.1987), _entry("JPEG", 3, 0.2514, below_floor=True, target_bpp=0.2031)]
+    fig = plots.matched_grid(original, entries, box=(8, 4, 40, 36), zoom=2)
+    assert len(fig.axes) == 1 + 1 + len(entries)  # full view, original crop, one crop per entry
+    texts = "\n".join(_texts(fig))
+    for bpp in ("0.203 bpp", "0.199 bpp", "0.251 bpp"):
+        assert bpp in texts
+    assert "JPEG (floor: 0.25 bpp > 0.20)" in texts
+    assert "PSNR 31.00 dB" in texts and "MS-SSIM 0.9000" in texts and "LPIPS 0.200" in texts
+    crop = fig.axes[1].images[0].get_array()
+    assert crop.shape[:2] == (64, 64)  # 32×32 box, nearest-neighbour ×2
+
+
+def test_matched_grid_rows_and_default_box():
+    original = _image(0)
+    entries = [_entry(c, i, 0.1 * r, row=f"row {r}") for r in (1, 2) for i, c in enumerate(["A", "B"], start=1)]
+    fig = plots.matched_grid(original, entries)
+    assert len(fig.axes) == 1 + 2 * (1 + 2)  # the original crop starts each row
+    assert {"row 1", "row 2"} <= set(_texts(fig))
+    left, top, right, bottom = plots.detail_box(original)
+    assert 0 <= left < right <= 64 and 0 <= top < bottom <= 48
+
+
+def test_matched_grid_rejects_bad_box_and_sizes():
+    with pytest.raises(ValueError, match="does not fit"):
+        plots.matched_grid(_image(0), [_entry("A", 1, 0.2)], box=(0, 0, 100, 10))
+    bad = _entry("A", 1, 0.2)
+    bad["image"] = bad["image"][:10]
+    with pytest.raises(ValueError, match="original"):
+        plots.matched_grid(_image(0), [bad])
+
+
+def test_zoom_crop_is_nearest_neighbour():
+    img = _image(5)
+    z = plots.zoom_crop(img, (1, 2, 5, 6), 3)
+    assert z.shape == (12, 12, 3)
+    assert (z[::3, ::3] == img[2:6, 1:5]).all() and (z[1::3, 2::3] == img[2:6, 1:5]).all()
+
+
+def _decoded():
+    return {(side, level): _entry(side, seed + k, bpp)
+            for k, (level, bpp) in enumerate([("low", 0.1), ("high", 0.4)])
+            for seed, side in enumerate(["learned", "WebP", "AVIF"], start=1)}
+
+
+def test_comparison_viewer_static_figure():
+    fig = plots.comparison_viewer(_image(0), _decoded(), interactive=False)
+    assert isinstance(fig, plt.Figure)
+    assert len(fig.axes) == 1 + 2 * (1 + 3)  # one row per bitrate: original + three sides
+    texts = "\n".join(_texts(fig))
+    assert "0.100 bpp" in texts and "0.400 bpp" in texts and "low" in texts and "high" in texts
+
+
+def test_comparison_viewer_headless_default_is_static():
+    assert plots.interactive_frontend() is False  # pytest is no Jupyter frontend
+    assert isinstance(plots.comparison_viewer(_image(0), _decoded()), plt.Figure)
+
+
+def test_comparison_viewer_widget():
+    ipywidgets = pytest.importorskip("ipywidgets")
+    images = {"one": _image(0), "two": _image(9)}
+    view = plots.comparison_viewer(images, {"one": _decoded(), "two": _decoded()}, interactive=True, title="t")
+    assert isinstance(view, ipywidgets.VBox)
+    widgets = _walk(view)
+    dropdowns = [w for w in widgets if isinstance(w, ipywidgets.Dropdown)]
+    slider = next(w for w in widgets if isinstance(w, ipywidgets.SelectionSlider))
+    pictures = [w for w in widgets if isinstance(w, ipywidgets.Image)]
+    assert [d.description for d in dropdowns] == ["image", "A", "B"]
+    assert list(slider.options) == ["low", "high"]
+    assert "original" in dropdowns[1].options and len(pictures) == 2
+    assert all(p.value[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+    captions = [w for w in widgets if isinstance(w, ipywidgets.HTML) and "bpp" in w.value]
+    assert any("0.100 bpp" in c.value for c in captions)
+    slider.value = "high"
+    captions = [w for w in widgets if isinstance(w, ipywidgets.HTML) and "bpp" in w.value]
+    assert any("0.400 bpp" in c.value for c in captions)
+    dropdowns[1].value = "original"
+    assert any("reference" in w.value for w in widgets if isinstance(w, ipywidgets.HTML))
+    dropdowns[0].value = "two"  # another image: sides and bitrates are reloaded
+    assert dropdowns[1].value == "learned" and slider.value == "low"
+
+
+def test_comparison_viewer_widget_missing_decode():
+    ipywidgets = pytest.importorskip("ipywidgets")
+    decoded = _decoded()
+    del decoded[("WebP", "high")]
+    view = plots.comparison_viewer(_image(0), decoded, interactive=True)
+    widgets = _walk(view)
+    assert not any(isinstance(w, ipywidgets.Dropdown) and w.description == "image" for w in widgets)  # one image
+    next(w for w in widgets if isinstance(w, ipywidgets.SelectionSlider)).value = "high"
+    assert any("not available" in w.value for w in widgets if isinstance(w, ipywidgets.HTML))
+
+
+def _walk(widget):
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out += _walk(child)
+    return out
