@@ -1,0 +1,309 @@
+"""`.lic` files: one image coded by a LearnedCodec, with everything needed to refuse bad input early.
+
+Layout (integers little-endian):
+
+    magic        4   b"\\x89LIC"   (a non-ASCII first byte, as in PNG, catches text-mode mangling)
+    version      1   FORMAT_VERSION
+    n_strings    1   1 (factorized priors: y) or 2 (hyperprior: y, z)
+    config_hash  8   architecture of the model (ModelConfig.config_hash)
+    fingerprint  8   weights of the model (LearnedCodec.fingerprint): checkpoints of one architecture differ here
+    height       2   image size in pixels
+    width        2
+    latent_h     2   coded latent shape (y for factorized priors, z for the hyperprior)
+    latent_w     2
+    lengths      4 × n_strings
+    header_crc   4   CRC32 of all header bytes above
+    payload          the entropy-coded strings, concatenated
+    payload_crc  4   CRC32 of the payload
+
+Reading checks, in order: magic, version, header length, header CRC, file length (truncated or
+trailing bytes), payload CRC, every field against bounds and against the model (architecture and
+weights hashes, latent shape, string lengths). Only then does a payload reach the rANS decoder, whose
+C++ code trusts its input. Every failure is a BitstreamError (a LicError) that says what is wrong.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lic_utils.errors import LicError
+
+MAGIC = b"\x89LIC"
+FORMAT_VERSION = 1
+SUFFIX = ".lic"
+_FIXED = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w: 30 bytes
+_U32 = struct.Struct("<I")
+MAX_SIDE = 65535  # uint16 fields
+MAX_PIXELS = 1 << 24  # 16.8 megapixels: bounds the decoder's memory (~1 GB of activations at N=64)
+MIN_STRING = 8  # a rANS string is at least the coder's 64-bit final state
+STRING_NAMES = {1: ("y",), 2: ("y", "z")}
+PAD_MULTIPLE = {1: 16, 2: 64}  # n_strings → how the image was padded before coding
+
+
+class BitstreamError(LicError):
+    """A .lic file that cannot be decoded (as it is, or with this checkpoint)."""
+
+
+class NotALicFile(BitstreamError):
+    pass
+
+
+class UnsupportedVersion(BitstreamError):
+    pass
+
+
+class TruncatedFile(BitstreamError):
+    pass
+
+
+class CorruptFile(BitstreamError):
+    pass
+
+
+class ModelMismatch(BitstreamError):
+    pass
+
+
+@dataclass(frozen=True)
+class LicFile:
+    """The parsed, CRC-checked contents of a .lic file."""
+
+    version: int
+    config_hash: str
+    fingerprint: str
+    height: int
+    width: int
+    shape: tuple[int, int]  # coded latent shape
+    strings: tuple[bytes, ...]
+    header_bytes: int
+    total_bytes: int
+
+    @property
+    def string_names(self) -> tuple[str, ...]:
+        return STRING_NAMES[len(self.strings)]
+
+
+def header_size(n_strings: int) -> int:
+    return _FIXED.size + 4 * n_strings + 4
+
+
+def expected_shape(height: int, width: int, n_strings: int) -> tuple[int, int]:
+    """Coded latent shape of an image: y at /16 of the padded image, or z at /64 for the hyperprior."""
+    stride = PAD_MULTIPLE[n_strings]
+    return (math.ceil(height / stride), math.ceil(width / stride))
+
+
+def _check_image_size(height: int, width: int) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE) or height * width > MAX_PIXELS:
+        raise LicError(
+            f"image of {width}×{height} pixels is outside what .lic files hold "
+            f"(sides 1..{MAX_SIDE}, at most {MAX_PIXELS} pixels); crop or downscale it"
+        )
+
+
+# --- writing ----------------------------------------------------------------------------------------
+def pack(config_hash: str, fingerprint: str, height: int, width: int, shape, strings) -> bytes:
+    """Assemble a .lic file from a model's compress() output and the model's two hashes."""
+    _check_image_size(height, width)
+    if len(strings) not in STRING_NAMES:
+        raise ValueError(f"a .lic file holds 1 or 2 strings, got {len(strings)}")
+    header = _FIXED.pack(
+        MAGIC, FORMAT_VERSION, len(strings), bytes.fromhex(config_hash), bytes.fromhex(fingerprint),
+        height, width, *shape,
+    ) + b"".join(_U32.pack(len(s)) for s in strings)  # fmt: skip
+    header += _U32.pack(zlib.crc32(header))
+    payload = b"".join(strings)
+    return header + payload + _U32.pack(zlib.crc32(payload))
+
+
+def encode_image(model, x: torch.Tensor) -> bytes:
+    """One image (1×3×H×W or 3×H×W, floats in [0, 1]) → the bytes of a .lic file."""
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[:2] != (1, 3):
+        raise LicError(f"encode_image takes one RGB image (1×3×H×W), got shape {tuple(x.shape)}")
+    _check_image_size(*x.shape[-2:])
+    out = model.compress(x)
+    return pack(model.config.config_hash(), model.fingerprint(), *out["image_size"], out["shape"], out["strings"])
+
+
+def write_lic(path: str | os.PathLike, model, x: torch.Tensor) -> int:
+    """Encode `x` and write it to `path` atomically; returns the file size in bytes."""
+    from lic_utils.files import atomic_write_bytes
+
+    data = encode_image(model, x)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+# --- reading ----------------------------------------------------------------------------------------
+def parse(data: bytes) -> LicFile:
+    """Check everything that can be checked without a model; return the fields and strings."""
+    data = bytes(data)
+    n = len(data)
+    if data[: len(MAGIC)] != MAGIC[: min(n, len(MAGIC))] or n == 0:
+        raise NotALicFile(f"not a .lic file (starts with {data[:4]!r}, expected {MAGIC!r})")
+    if n < _FIXED.size + 4:
+        raise TruncatedFile(f"truncated .lic file: {n} bytes, shorter than its header")
+    magic, version, k, config_hash, fingerprint, height, width, lh, lw = _FIXED.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(f".lic format version {version} is not supported (this code reads version {FORMAT_VERSION})")
+    if k not in STRING_NAMES:
+        raise CorruptFile(f"corrupted .lic header: {k} strings (expected 1 or 2)")
+    hsize = header_size(k)
+    if n < hsize:
+        raise TruncatedFile(f"truncated .lic file: {n} bytes, shorter than its {hsize}-byte header")
+    (header_crc,) = _U32.unpack_from(data, hsize - 4)
+    if zlib.crc32(data[: hsize - 4]) != header_crc:
+        raise CorruptFile("corrupted .lic file: header CRC32 mismatch")
+    lengths = [_U32.unpack_from(data, _FIXED.size + 4 * i)[0] for i in range(k)]
+    total = hsize + sum(lengths) + 4
+    if n < total:
+        raise TruncatedFile(f"truncated .lic file: {n} of {total} bytes")
+    if n > total:
+        raise CorruptFile(f"corrupted .lic file: {n - total} unexpected bytes after the end ({total} bytes)")
+    payload = data[hsize : total - 4]
+    if zlib.crc32(payload) != _U32.unpack_from(data, total - 4)[0]:
+        raise CorruptFile("corrupted .lic file: payload CRC32 mismatch")
+    # Fields the CRCs vouch for can still be wrong in a crafted file: bound them before any use.
+    try:
+        _check_image_size(height, width)
+    except LicError as e:
+        raise CorruptFile(f"malformed .lic file: {e}") from None
+    if (lh, lw) != expected_shape(height, width, k):
+        raise CorruptFile(f"malformed .lic file: latent shape {lh}×{lw} does not fit a {height}×{width} image")
+    for name, length in zip(STRING_NAMES[k], lengths):
+        if length < MIN_STRING or length % 4:
+            raise CorruptFile(f"malformed .lic file: string {name} has {length} bytes (rANS strings are ≥ 8 and whole words)")
+    strings, offset = [], hsize
+    for length in lengths:
+        strings.append(data[offset : offset + length])
+        offset += length
+    return LicFile(version, config_hash.hex(), fingerprint.hex(), height, width, (lh, lw), tuple(strings), hsize, n)
+
+
+def check_model(lic: LicFile, model) -> None:
+    """Refuse a file the model did not write (architecture or weights) or whose strings cannot be its own."""
+    cfg_hash, fp = model.config.config_hash(), model.fingerprint()
+    if lic.config_hash != cfg_hash:
+        raise ModelMismatch(
+            f"this .lic file was made by a model with architecture {lic.config_hash}, but the checkpoint has "
+            f"architecture {cfg_hash} ({model.config.prior}, N={model.config.N}, M={model.config.M}): "
+            "decode with the checkpoint that made the file"
+        )
+    if lic.fingerprint != fp:
+        raise ModelMismatch(
+            f"this .lic file was made by model weights {lic.fingerprint}, but the checkpoint's weights are {fp} "
+            f"(same architecture {cfg_hash}): decode with the checkpoint that made the file"
+        )
+    if lic.string_names != tuple(model.string_names) or lic.shape != model.coded_shape(lic.height, lic.width):
+        raise CorruptFile("malformed .lic file: its strings or latent shape do not fit the model")
+    for name, string, count in zip(lic.string_names, lic.strings, model.symbol_counts(lic.shape)):
+        if len(string) > 4 * count:  # the encoder's buffer holds one 32-bit word per symbol
+            raise CorruptFile(f"malformed .lic file: string {name} has {len(string)} bytes, more than {count} symbols can take")
+
+
+def decode_image(model, data: bytes) -> torch.Tensor:
+    """The bytes of a .lic file → x̂ (1×3×H×W in [0, 1]); BitstreamError for anything malformed."""
+    lic = parse(data)
+    check_model(lic, model)
+    return model.decompress(list(lic.strings), lic.shape, (lic.height, lic.width))
+
+
+def read_lic(path: str | os.PathLike, model) -> torch.Tensor:
+    """Decode the .lic file at `path` with `model`."""
+    return decode_image(model, _read(path))
+
+
+def _read(path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise LicError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LicError(f"{path} is a directory, not a .lic file") from None
+
+
+def info(data: bytes, model=None) -> dict:
+    """Header fields and sizes; with the model that wrote the file, also its estimated rate.
+
+    The estimate is the model's −log2 p of the decoded latents, i.e. what training minimises; the
+    real rate adds the rANS coder's overhead (table precision, the hyperprior's scale table, its
+    final state) and the header.
+    """
+    lic = parse(data)
+    pixels = lic.height * lic.width
+    payload = sum(len(s) for s in lic.strings)
+    out = {
+        "format_version": lic.version,
+        "config_hash": lic.config_hash,
+        "fingerprint": lic.fingerprint,
+        "prior_family": "hyperprior" if len(lic.strings) == 2 else "factorized",
+        "height": lic.height,
+        "width": lic.width,
+        "latent_shape": list(lic.shape),
+        "string_bytes": {n: len(s) for n, s in zip(lic.string_names, lic.strings)},
+        "header_bytes": lic.header_bytes + 4,  # header + payload CRC
+        "payload_bytes": payload,
+        "file_bytes": lic.total_bytes,
+        "bpp": lic.total_bytes * 8 / pixels,
+        "payload_bpp": payload * 8 / pixels,
+    }
+    if model is not None:
+        check_model(lic, model)
+        bits = model.estimate_bits(list(lic.strings), lic.shape)
+        est = sum(bits.values())
+        out["estimated_bits"] = {k: round(v, 1) for k, v in bits.items()}
+        out["estimated_bpp"] = est / pixels
+        out["payload_overhead_pct"] = 100 * (payload * 8 / est - 1) if est > 0 else None
+    return out
+
+
+def info_file(path: str | os.PathLike, model=None) -> dict:
+    return {"file": str(path)} | info(_read(path), model)
+
+
+# --- benchmark --------------------------------------------------------------------------------------
+def benchmark(model, images, repeats: int = 3) -> list[dict]:
+    """Per image: encode and decode wall time (best of `repeats`, ms), real and estimated bpp.
+
+    `images` yields (name, 3×H×W tensor). Real bpp is the whole .lic file; estimated bpp is the
+    model's −log2 likelihood from an eval forward pass on the same image (excluding the header).
+    Each decode is checked to equal the forward pass bit for bit.
+    """
+    import time
+
+    model.eval()
+    rows = []
+    images = list(images)
+    if images:
+        decode_image(model, encode_image(model, images[0][1]))  # warm-up: allocations, weights hash
+    for name, img in images:
+        x = img.unsqueeze(0) if img.dim() == 3 else img
+        enc, dec = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            data = encode_image(model, x)
+            t1 = time.perf_counter()
+            x_hat = decode_image(model, data)
+            t2 = time.perf_counter()
+            enc.append(t1 - t0)
+            dec.append(t2 - t1)
+        with torch.inference_mode():
+            out = model(x)
+        pixels = x.shape[-2] * x.shape[-1]
+        lic = parse(data)
+        rows.append({
+            "image": name, "height": x.shape[-2], "width": x.shape[-1],
+            "encode_ms": 1000 * min(enc), "decode_ms": 1000 * min(dec),
+            "bpp": len(data) * 8 / pixels, "payload_bpp": sum(map(len, lic.strings)) * 8 / pixels,
+            "estimated_bpp": float(out["bpp"]), "header_bytes": len(data) - sum(map(len, lic.strings)),
+            "exact": bool(torch.equal(x_hat, out["x_hat"])),
+        })  # fmt: skip
+    return rows
