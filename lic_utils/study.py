@@ -77,9 +77,7 @@ def _log_timing(csv_path: Path, notebook: str, profile: str, seconds: float) -> 
 
 
 # --- the study's matrix of trained models -------------------------------------------------------------
-# Loss variants, L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS (lic_utils.losses).
-LOSS_VARIANTS = {"mse": {"beta": 0.0, "gamma": 0.0}, "msssim": {"beta": 0.05, "gamma": 0.0},
-                 "lpips": {"beta": 0.0, "gamma": 0.01}}
+# The three loss variants (MSE; + MS-SSIM; + LPIPS) are lic_utils.train.DEFAULT_VARIANTS.
 # Per profile: λ of the main RD curves (≥ 4 points, ≈0.1–0.5 bpp on Kodak for the cpu profile), the λ of
 # the single-point ablations (≈0.2 bpp), the extra β/γ settings of notebook 06, the Kodak images used,
 # the classical codecs compared (None: all five), and `crop` (None: full images). Smoke keeps the fast
@@ -105,7 +103,7 @@ def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
            per-channel quantization scale, with MSE at the ablation λ (notebook 07)
     """
     from lic_utils.files import RUNS_DIR
-    from lic_utils.train import SweepSpec
+    from lic_utils.train import DEFAULT_VARIANTS, SweepSpec
 
     if profile not in MATRIX:
         raise LicError(f"unknown profile {profile!r}; choose from {PROFILES}")
@@ -115,10 +113,10 @@ def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
     out = str(root / f"study-{profile}")
     one = [m["ablation_lmbda"]]
     if group == "main":
-        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(LOSS_VARIANTS), lmbdas=m["lmbdas"])]
+        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(DEFAULT_VARIANTS), lmbdas=m["lmbdas"])]
     if group == "loss":
         return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(m["extra_variants"]), lmbdas=one)]
-    mse = {"mse": LOSS_VARIANTS["mse"]}
+    mse = {"mse": DEFAULT_VARIANTS["mse"]}
     return [SweepSpec(profile=profile, out=out, priors=["factorized-gaussian", "hyperprior"], variants=mse, lmbdas=one),
             SweepSpec(profile=profile, out=str(root / f"study-{profile}-noscale"), priors=["factorized"], variants=mse,
                       lmbdas=one, overrides={"channel_scale": False})]
