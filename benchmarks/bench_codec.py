@@ -46,6 +46,7 @@ def main() -> None:
             "model": name, "threads": args.threads, "images": len(rows),
             "encode_ms_median": round(statistics.median(enc), 1), "decode_ms_median": round(statistics.median(dec), 1),
             "total_ms_median": round(statistics.median(total), 1), "total_ms_max": round(max(total), 1),
+            "total_cpu_ms_median": round(statistics.median(r["encode_cpu_ms"] + r["decode_cpu_ms"] for r in rows), 1),
             "bpp_mean": round(statistics.mean(r["bpp"] for r in rows), 4),
             "estimated_bpp_mean": round(statistics.mean(r["estimated_bpp"] for r in rows), 4),
             "all_exact": all(r["exact"] for r in rows),

@@ -257,7 +257,8 @@ def _run_bench(args) -> int:
     for r in rows:
         over = 100 * (r["payload_bpp"] / r["estimated_bpp"] - 1) if r["estimated_bpp"] > 0 else float("nan")
         print(f"{r['image']:10} {r['encode_ms']:9.1f} {r['decode_ms']:9.1f} {r['bpp']:8.4f} {r['estimated_bpp']:8.4f} {over:7.2f}%")
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("encode_ms", "decode_ms", "bpp", "payload_bpp", "estimated_bpp")}
+    mean = {k: sum(r[k] for r in rows) / len(rows)
+            for k in ("encode_ms", "decode_ms", "encode_cpu_ms", "decode_cpu_ms", "bpp", "payload_bpp", "estimated_bpp")}
     _print_json({"model": args.checkpoint or "untrained default", "config": model.config.to_dict(), "images": len(rows),
                  "threads": args.threads, **{f"mean_{k}": round(v, 4) for k, v in mean.items()},
                  "mean_total_ms": round(mean["encode_ms"] + mean["decode_ms"], 1),

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -28,10 +29,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.layers import GDN
-from compressai.models import CompressionModel
-from compressai.models.base import get_scale_table
+
+with warnings.catch_warnings():  # compressai's import triggers torch.jit.script deprecation notices
+    warnings.simplefilter("ignore", FutureWarning)
+    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    from compressai.layers import GDN
+    from compressai.models import CompressionModel
+    from compressai.models.base import get_scale_table
 
 from lic_utils.errors import LicError
 
@@ -716,16 +720,20 @@ def quick_train(
     seed: int = 0,
     record_every: int = 10,
     device: str | None = None,
+    clip: float | None = 1.0,
 ) -> list[dict]:
     """Minimise λ·255²·MSE + bpp for a few steps (Adam; aux loss for the quantiles); returns a history.
 
     `lmbda=None` trains a plain autoencoder: MSE only, no rate term (the latents are still quantized
-    by the model's proxy). Leaves the model on the CPU, in eval mode, with fresh coder tables.
+    by the model's proxy). Gradients are clipped to norm `clip`, as in CompressAI's example trainer:
+    without it the inverse GDN of g_s can blow up at this learning rate. Leaves the model on the
+    CPU, in eval mode, with fresh coder tables.
     """
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the noise proxy draws from torch's global generator
     model.to(device or "cpu")
-    opt = torch.optim.Adam(model.main_parameters(), lr=lr)
+    main_params = list(model.main_parameters())
+    opt = torch.optim.Adam(main_params, lr=lr)
     aux_params = list(model.aux_parameters())
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
     model.train()
@@ -737,6 +745,8 @@ def quick_train(
         loss = mse if lmbda is None else lmbda * 255**2 * mse + out["bpp"]
         opt.zero_grad()
         loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(main_params, clip)
         opt.step()
         if aux_opt is not None:
             aux_opt.zero_grad()

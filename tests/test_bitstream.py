@@ -268,3 +268,15 @@ def test_cli_errors_are_one_line_and_exit_1(trained, sample, kodak_paths, tmp_pa
         assert code == 1, argv
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
     assert not (tmp_path / "x.lic").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_cli_error_is_one_line_end_to_end(tmp_path):
+    """Through a real process: nothing else (import warnings, tracebacks) reaches stderr."""
+    import subprocess
+    import sys
+
+    (tmp_path / "a.lic").write_bytes(b"GIF89a" + bytes(100))
+    proc = subprocess.run([sys.executable, "-m", "lic_utils", "info", str(tmp_path / "a.lic")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("error: not a .lic file") and proc.stderr.count("\n") == 1
