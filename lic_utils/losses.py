@@ -38,9 +38,6 @@ from torch import nn
 
 from lic_utils import metrics
 
-# λ → Kodak bpp measured with the cpu profile (see the module docstring and notebooks/04_training).
-LAMBDA_BPP: dict[float, float] = {}
-
 TERMS = ("loss", "bpp", "mse", "psnr", "ms_ssim", "lpips")
 
 

@@ -81,15 +81,17 @@ def _log_timing(csv_path: Path, notebook: str, profile: str, seconds: float) -> 
 # Per profile: λ of the main RD curves (≥ 4 points, ≈0.1–0.5 bpp on Kodak for the cpu profile), the λ of
 # the single-point ablations (≈0.2 bpp), the extra β/γ settings of notebook 06, the Kodak images used,
 # the classical codecs compared (None: all five), and `crop` (None: full images). Smoke keeps the fast
-# codecs and 256×256 centre crops so that the tests take seconds.
+# codecs and 256×256 centre crops so that the tests take seconds. `workers`: runs trained at once by
+# `make study` (train_all), one process each: two one-thread runs on 2 cores beat one two-thread run.
+# Notebook 04 trains the three loss variants at the ablation λ (`ablation_sweep`).
 MATRIX = {
     "smoke": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3], ablation_lmbda=4e-3, images=2, crop=256, codecs=["jpeg", "webp", "jpeg2000"],
-                  extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+                  extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1),
     "cpu": dict(lmbdas=[1.2e-2, 6e-3, 4e-3, 1.5e-3], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
-                extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+                extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=2),
     "gpu": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3, 1e-3, 5e-4], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
                 extra_variants={"msssim-b0.2": {"beta": 0.2, "gamma": 0.0}, "lpips-g0.003": {"beta": 0.0, "gamma": 0.003},
-                                "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}),
+                                "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1),
 }
 GROUPS = ("main", "loss", "prior")
 
@@ -122,6 +124,38 @@ def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
                       lmbdas=one, overrides={"channel_scale": False})]
 
 
+def ablation_sweep(profile: str, runs_dir=None):
+    """Notebook 04's grid: the three loss variants at the ablation λ (a subset of the main grid)."""
+    spec = sweeps(profile, runs_dir, "main")[0]
+    spec.lmbdas = [MATRIX[profile]["ablation_lmbda"]]
+    return spec
+
+
+def train_all(profile: str, runs_dir=None, progress: bool = True,
+              timings: Path | None = RESULTS_DIR / "study_timings.csv") -> int:
+    """Train every run of the study that is not finished, `MATRIX[profile]["workers"]` at a time, then
+    write each sweep's index.csv. `make study` calls it first; the notebooks then reuse the runs.
+    Returns the number of runs trained now."""
+    from lic_utils.train import run_status, train_many, write_index, index_row
+
+    specs = [s for g in GROUPS for s in sweeps(profile, runs_dir, g)]
+    jobs = {}
+    for spec in specs:
+        for name, _, cfg in spec.runs():
+            run_dir = Path(spec.out) / name
+            if run_status(run_dir) != "done":
+                jobs[run_dir] = cfg
+    print(f"[study] {len(jobs)} training run(s) to do for the {profile} profile", flush=True)
+    start = time.perf_counter()
+    train_many(list(jobs.items()), MATRIX[profile]["workers"], progress)
+    if jobs and timings is not None:
+        _log_timing(timings, f"train_all ({len(jobs)} runs)", profile, time.perf_counter() - start)
+    for spec in specs:
+        Path(spec.out).mkdir(parents=True, exist_ok=True)
+        write_index(Path(spec.out), [index_row(name, point, cfg, Path(spec.out) / name) for name, point, cfg in spec.runs()])
+    return len(jobs)
+
+
 def train_runs(profile: str, runs_dir=None, group: str = "main", progress: bool = True):
     """Train (or reuse) the runs of a group; returns their index (name, prior, variant, λ, β, γ,
     channel_scale, status, final metrics, checkpoint) as a DataFrame. Finished runs are not retrained."""
@@ -131,7 +165,7 @@ def train_runs(profile: str, runs_dir=None, group: str = "main", progress: bool 
 
     frames = []
     for spec in sweeps(profile, runs_dir, group):
-        df = sweep(spec, progress=progress)
+        df = sweep(spec, progress=progress, workers=MATRIX[profile]["workers"])
         df["channel_scale"] = spec.overrides.get("channel_scale", True)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)

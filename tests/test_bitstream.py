@@ -12,14 +12,7 @@ from lic_utils import cli, data, models
 from lic_utils.errors import LicError
 
 TINY = {"N": 8, "M": 12}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(prior="factorized", seed=0):

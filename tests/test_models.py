@@ -9,15 +9,7 @@ from lic_utils import models
 from lic_utils.errors import LicError
 
 TINY = {"N": 8, "M": 12}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The 2 cores are shared: one thread avoids OpenMP barrier stalls when another process is busy.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(prior="factorized", quantizer="noise", channel_scale=True, seed=0):
@@ -63,6 +55,23 @@ def test_config_rejects_bad_values(bad):
         models.ModelConfig.from_dict(bad)
 
 
+def test_inference_gdn_gives_compressai_gdn_numbers():
+    """The in-place inference pass of InferenceGDN returns exactly what CompressAI's GDN returns."""
+    from compressai.layers import GDN
+
+    torch.manual_seed(0)
+    for inverse in (False, True):
+        ours, ref = models.InferenceGDN(6, inverse=inverse), GDN(6, inverse=inverse)
+        with torch.no_grad():
+            ref.gamma.add_(0.05 * torch.rand_like(ref.gamma))
+            ref.beta.add_(0.1 * torch.rand_like(ref.beta))
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(2, 6, 9, 7)
+        with torch.no_grad():
+            assert torch.equal(ours(x), ref(x))
+        assert torch.equal(ours(x), ref(x))  # with gradients: CompressAI's own path
+
+
 def test_transforms_follow_the_paper():
     m = models.build_model({"prior": "hyperprior", "N": 16, "M": 24})
     convs = [l for l in m.g_a if isinstance(l, torch.nn.Conv2d)]
@@ -70,7 +79,10 @@ def test_transforms_follow_the_paper():
     assert [c.kernel_size + c.stride for c in convs] == [(5, 5, 2, 2)] * 4
     assert [(d.kernel_size, d.stride, d.padding, d.output_padding) for d in deconvs] == [((5, 5), (2, 2), (2, 2), (1, 1))] * 4
     assert [c.out_channels for c in convs] == [16, 16, 16, 24] and deconvs[-1].out_channels == 3
-    assert [type(l).__name__ for l in m.g_s][1::2] == ["GDN"] * 3 and all(l.inverse for l in m.g_s[1::2])
+    from compressai.layers import GDN
+
+    assert all(isinstance(l, GDN) and l.inverse for l in m.g_s[1::2]) and len(m.g_s) == 7
+    assert all(isinstance(l, GDN) and not l.inverse for l in m.g_a[1::2]) and len(m.g_a) == 7
     y = m.g_a(torch.rand(1, 3, 64, 128))
     assert y.shape == (1, 24, 4, 8) and m.prior.h_a(y).shape == (1, 16, 1, 2)
     assert models.PAPER_SIZE == {"N": 128, "M": 192}

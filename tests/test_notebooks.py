@@ -43,3 +43,20 @@ def test_notebook_runs_in_smoke_profile(path, study_dirs):
     assert not missing, f"{path.name} did not write {missing}"
     new_figures = {n for n in produced - before if n.endswith(".png")} | {n for n in produced if n.startswith(path.stem[:2])}
     assert any(n.endswith(".png") for n in new_figures), "every notebook saves at least one figure"
+
+
+def test_train_all_reuses_the_notebooks_runs(study_dirs):
+    """`make study` trains the grid up front with study.train_all; the notebooks' runs are the same runs
+    (nothing is retrained), and a missing run is trained and indexed."""
+    import shutil
+
+    import pandas as pd
+
+    runs = study_dirs["runs"]
+    assert study.train_all("smoke", runs, progress=False, timings=None) == 0
+    gone = runs / "study-smoke-noscale" / "factorized-mse-l0.004"
+    shutil.rmtree(gone)
+    assert study.train_all("smoke", runs, progress=False, timings=None) == 1
+    index = pd.read_csv(runs / "study-smoke-noscale" / "index.csv")
+    assert index.set_index("name").loc[gone.name, "status"] == "done"
+    assert len(pd.read_csv(runs / "study-smoke" / "index.csv")) == 4 * 3 + 1 + 2  # main + loss + prior groups

@@ -1,0 +1,56 @@
+"""How the `cpu` training profile was chosen: train a few settings and record them in results/cpu_tuning.csv.
+
+    .venv/bin/python benchmarks/tune_cpu.py [--workers 2]
+
+Every trial is an MSE-only factorized codec at the study's ablation λ, trained in the `cpu` profile with a
+few options changed; they differ in model size, learning rate and steps, each within about ten minutes of
+two CPU cores. Trials are ordinary run folders (runs/tune-cpu/NAME), so finished ones are reused and an
+interrupted one resumes. The table holds the validation measures (Kodak crops, rounded latents, the
+model's estimated rate) and the RD objective λ·bpp + MSE the trials are ranked by, because they land at
+slightly different rates. Notebook 04 shows the table; `chosen` marks the best objective.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lic_utils import files, study, train  # noqa: E402
+
+# name → (what it tests, overrides of the cpu profile). `threads=1`: two trials share the two cores.
+TRIALS = {
+    "N48-lr5e-4": ("N=48, lr 5e-4 (the probe's rate)", dict(N=48, lr=5e-4, steps=3500)),
+    "N48-lr1e-3": ("N=48, lr 1e-3 with warm-up and clipping", dict(N=48, lr=1e-3, steps=3500)),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(files.RUNS_DIR / "tune-cpu"))
+    args = ap.parse_args()
+    lmbda = study.MATRIX["cpu"]["ablation_lmbda"]
+    root = Path(args.out)
+    jobs = [(root / name, train.TrainConfig.for_profile("cpu", lmbda=lmbda, **over)) for name, (_, over) in TRIALS.items()]
+    train.train_many([(d, c) for d, c in jobs if train.run_status(d) != "done"], workers=args.workers)
+    rows = []
+    for (run_dir, cfg), (name, (what, _)) in zip(jobs, TRIALS.items()):
+        final = train.read_final(run_dir)
+        val = final["val"]
+        rows.append({"setting": name, "what": what, "N": cfg.N, "M": cfg.M, "lr": cfg.lr, "steps": cfg.steps,
+                     "crop": cfg.crop, "batch": cfg.batch, "minutes": round(final["elapsed_s"] / 60, 1),
+                     "threads": train.TrainConfig.from_dict(final["config"]).threads,
+                     "val_bpp": val["bpp"], "val_psnr": val["psnr"], "val_rd_loss": lmbda * val["bpp"] + val["mse"],
+                     "events": final["events"]})
+    table = pd.DataFrame(rows)
+    table["chosen"] = table.val_rd_loss == table.val_rd_loss.min()
+    files.atomic_to_csv(table, files.RESULTS_DIR / "cpu_tuning.csv")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
