@@ -253,8 +253,8 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
     if not len(done):
         return done
     keys = set(zip(learned["checkpoint_sha"], learned["image"]))
-    keep = [k in keys for k in zip(done["checkpoint_sha"], done["image"])]
-    return done[keep & done["codec"].isin(codecs_)].reset_index(drop=True)
+    keep = np.array([k in keys for k in zip(done["checkpoint_sha"], done["image"])], dtype=bool)
+    return done[keep & done["codec"].isin(codecs_).to_numpy()].reset_index(drop=True)
 
 
 # --- tables of the study -----------------------------------------------------------------------------
