@@ -73,9 +73,10 @@ def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | No
 
     grid = _select(grid or BASELINE_QUALITIES, codecs_, n_qualities)
     done = pd.read_csv(cache) if cache is not None and Path(cache).exists() else pd.DataFrame(columns=SWEEP_KEY)
-    have = set(map(tuple, done[SWEEP_KEY].astype(str).values))
+    # qualities come back from the CSV as floats (5.0; JPEG 2000's are fractional): compare as floats
+    have = {(str(n), str(c), float(q)) for n, c, q in done[SWEEP_KEY].itertuples(index=False)}
     todo = [(name, img, c, q) for name, img in images for c, qs in grid.items() for q in qs
-            if (name, c, str(q)) not in have]
+            if (name, c, float(q)) not in have]
     rows = []
     for i, (name, img, c, q) in enumerate(tqdm(todo, desc="codec sweep", unit="file", disable=not progress)):
         codec = codecs.CODECS[c]

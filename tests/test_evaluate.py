@@ -36,10 +36,12 @@ def test_bd_needs_enough_points():
 
 
 def test_codec_sweep_is_cached(tmp_path, monkeypatch):
+    # JPEG's integer qualities share the CSV's quality column with JPEG 2000's fractional bpp targets,
+    # so they come back as floats (5.0): the cache must still recognise them
     images = evaluate.kodak_images(1)
     cache = tmp_path / "sweep.csv"
-    first = evaluate.codec_sweep(images, codecs_=["jpeg"], n_qualities=2, cache=cache, progress=False)
-    assert len(first) == 2 and cache.exists()
+    first = evaluate.codec_sweep(images, codecs_=["jpeg", "jpeg2000"], n_qualities=2, cache=cache, progress=False)
+    assert len(first) == 4 and cache.exists()
     from lic_utils import codecs
 
     def refuse(*a, **k):
@@ -47,8 +49,10 @@ def test_codec_sweep_is_cached(tmp_path, monkeypatch):
 
     import dataclasses
 
-    monkeypatch.setitem(codecs.CODECS, "jpeg", dataclasses.replace(codecs.CODECS["jpeg"], _encode=refuse))
-    again = evaluate.codec_sweep(images, codecs_=["jpeg"], n_qualities=2, cache=cache, progress=False)
+    for name in ("jpeg", "jpeg2000"):
+        monkeypatch.setitem(codecs.CODECS, name, dataclasses.replace(codecs.CODECS[name], _encode=refuse))
+    again = evaluate.codec_sweep(images, codecs_=["jpeg", "jpeg2000"], n_qualities=2, cache=cache, progress=False)
+    assert len(pd.read_csv(cache)) == 4
     pd.testing.assert_frame_equal(first[["image", "codec", "bpp", "psnr"]], again[["image", "codec", "bpp", "psnr"]])
 
 
