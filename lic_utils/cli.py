@@ -133,7 +133,7 @@ def _args_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="sweep YAML: profile, out, priors, variants {name: {beta, gamma}}, lmbdas, overrides")
     p.add_argument("--only", nargs="*", help="train only these run names")
     p.add_argument("--workers", type=int, default=1,
-                   help="runs trained at once, one process each (2 on a 2-core CPU: ≈1.4× the throughput)")
+                   help="runs trained at once, one process each (2 on a 2-core CPU: ≈1.2× the throughput)")
     p.add_argument("--no-progress", action="store_true")
 
 

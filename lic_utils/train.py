@@ -867,8 +867,9 @@ def sweep(spec: SweepSpec | str | os.PathLike, progress: bool = True, only: list
 
     `workers` > 1 trains that many runs at once, each in its own process (the standard library's
     ProcessPoolExecutor) with cpu_count // workers torch threads. On 2 CPU cores, two one-thread
-    runs side by side train ≈1.4× more images per second than one two-thread run: a small codec
-    does not keep two threads busy (OpenMP barriers). Each run is still the same deterministic run.
+    runs side by side train ≈1.2× more images per second than one two-thread run (74.7 vs 64.1 for
+    the cpu profile): a small codec does not keep two threads busy (OpenMP barriers). Each run is
+    still the same deterministic run.
     """
     import pandas as pd
 
