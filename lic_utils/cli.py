@@ -159,6 +159,8 @@ def _run_study(args) -> int:
     if not args.no_pretrain and not args.only:
         study.train_all(args.profile)  # the whole grid, several runs at once; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)
+    if args.profile == "cpu":  # the committed results are the cpu profile's
+        print("updated", study.update_readme())
     return 0
 
 
@@ -283,6 +285,8 @@ def _run_figures(args) -> int:
 
     for path in study.redraw_figures(args.results, args.figures):
         print(path)
+    if args.results is None:  # the committed results: the README's results section follows them
+        print(study.update_readme())
     return 0
 
 

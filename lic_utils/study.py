@@ -201,3 +201,56 @@ def redraw_figures(results_dir=None, figures_dir=None) -> list[Path]:
                               title="The study in one figure: Kodak, real files", xlim=(0, 0.8))
         written.append(plots.save(fig, figures_dir / "09_summary_rd.png"))
     return written
+
+
+# --- the README's results section (computed from results/, never typed) -------------------------------
+README_BEGIN, README_END = "<!-- BEGIN study-results (written by `make figures` from results/) -->", "<!-- END study-results -->"
+
+
+def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> str:
+    """Markdown for the README: the key figure, where the learned models stand against each codec
+    (summary_standing.csv, notebook 09) and how long each step of the study took (study_timings.csv)."""
+    import pandas as pd
+
+    from lic_utils.files import FIGURES_DIR
+
+    results_dir = Path(results_dir or RESULTS_DIR)
+    key_figure = Path(figures_dir or FIGURES_DIR) / "09_summary_rd.png"
+    parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] if key_figure.exists() else []
+    standing_csv = results_dir / "summary_standing.csv"
+    if standing_csv.exists():
+        s = pd.read_csv(standing_csv).dropna(subset=["Δ PSNR dB"])
+        parts += ["Best learned model minus each codec on Kodak (24 images, real files; curves interpolated at each "
+                  "bitrate; PSNR in dB, LPIPS lower is better, so a negative Δ LPIPS favours the learned model):", "",
+                  "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in sorted(s.bpp.unique())) + " |",
+                  "|---|" + "---|" * s.bpp.nunique()]
+        for codec, g in s.groupby("codec"):
+            cells = {r["bpp"]: f"{r['Δ PSNR dB']:+.2f} / {r['Δ LPIPS']:+.3f}" for r in g.to_dict("records")}
+            parts.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in sorted(s.bpp.unique())) + " |")
+        parts.append("")
+    else:
+        parts += ["*No summary table yet: run `make study`.*", ""]
+    timings_csv = results_dir / "study_timings.csv"
+    if timings_csv.exists():
+        t = pd.read_csv(timings_csv)
+        t = t[t.profile == profile]
+        if len(t):
+            parts += [f"Wall time of the `{profile}` study on 2 CPU cores, step by step (`results/study_timings.csv`):", "",
+                      "| step | minutes | finished |", "|---|---|---|"]
+            parts += [f"| {r.notebook} | {r.seconds / 60:.1f} | {r.finished} |" for r in t.itertuples()]
+            parts += [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_dir=None) -> Path:
+    """Rewrite the README's results section (between README_BEGIN and README_END) from results/."""
+    from lic_utils.files import REPO, atomic_write_text
+
+    readme = Path(readme or REPO / "README.md")
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise LicError(f"{readme} has no results section: add the lines {README_BEGIN!r} and {README_END!r}")
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    atomic_write_text(readme, head + README_BEGIN + "\n" + readme_results(results_dir, profile, figures_dir) + README_END + tail)
+    return readme
