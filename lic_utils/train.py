@@ -91,7 +91,7 @@ class TrainConfig:
     flips: bool = True
     # optimisation
     steps: int = 3500
-    lr: float = 1e-3  # with warm-up, clipping and cosine decay (benchmarks/tune_cpu.py: beats 5e-4 in the 10-minute budget)
+    lr: float = 1e-3  # with warm-up, clipping and cosine decay (benchmarks/tune_cpu.py: 5e-4 is slower, 2e-3 blows up)
     aux_lr: float = 1e-3
     lr_schedule: str = "cosine"  # cosine | step | constant, after a linear warm-up
     warmup: int = 100
@@ -187,7 +187,7 @@ PROFILES: dict[str, dict] = {
     # (one thread: a toy model gains nothing from two, and loses a lot on a busy machine)
     "smoke": dict(N=16, M=24, crop=64, batch=4, steps=40, lr=2e-3, warmup=5, log_every=5, val_every=20,
                   ckpt_every=20, num_val_crops=2, val_crop=128, guard_window=10, threads=1),
-    # the study's default (the TrainConfig defaults): N=48, 3500 steps of 8 128×128 crops, lr 1e-3; ≈ 8 min alone on
+    # the study's default (the TrainConfig defaults): N=48, 3500 steps of 8 128×128 crops, lr 1e-3; ≈ 7.3 min alone on
     # 2 CPU cores, ≈ 13 min each when two train side by side (tuning record: benchmarks/tune_cpu.py, notebook 04)
     "cpu": dict(),
     # paper scale (Ballé et al.): run on a GPU
