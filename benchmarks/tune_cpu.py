@@ -29,6 +29,7 @@ TRIALS = {
     "N48-lr1e-3": ("N=48, lr 1e-3 with warm-up and clipping", dict(N=48, lr=1e-3, steps=3500)),
     "N48-lr2e-3": ("N=48, lr 2e-3 (does clipping keep it stable?)", dict(N=48, lr=2e-3, steps=3500)),
     "N48-lr2e-3-w500": ("N=48, lr 2e-3 after a 500-step warm-up", dict(N=48, lr=2e-3, warmup=500, steps=3500)),
+    "N48-lr1e-3-w500": ("N=48, lr 1e-3 after a 500-step warm-up", dict(N=48, lr=1e-3, warmup=500, steps=3500)),
     "N48-lr1e-3-b16c96": ("N=48, lr 1e-3, 16 crops of 96×96 (more, smaller crops)", dict(N=48, lr=1e-3, steps=3500, batch=16, crop=96)),
 }
 
