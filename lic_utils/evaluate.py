@@ -194,7 +194,12 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cach
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     digest = data.sha256_file(ckpt)[:16]
     done = _load_cache(cache)
-    have = set(done["image"][done["checkpoint_sha"] == digest]) if len(done) else set()
+    mine = (done["checkpoint_sha"] == digest) if len(done) else None
+    if mine is not None and ((done.loc[mine, "model"] != name).any() or (done.loc[mine, "checkpoint"] != str(ckpt)).any()):
+        done.loc[mine, ["model", "checkpoint"]] = [name, str(ckpt)]  # same weights, renamed or moved run: relabel
+        if cache is not None:
+            atomic_to_csv(done, cache)
+    have = set(done["image"][mine]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
     rows = []
     if todo:
@@ -236,6 +241,13 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
     done = _load_cache(cache)
+    if len(done):  # the learned model's current name (a run may have been renamed since it was matched)
+        names = dict(zip(learned["checkpoint_sha"], learned["model"]))
+        renamed = done["checkpoint_sha"].map(names).fillna(done["model"])
+        if (renamed != done["model"]).any():
+            done["model"] = renamed
+            if cache is not None:
+                atomic_to_csv(done, cache)
     have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
     todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
     for r in learned.itertuples():
@@ -279,11 +291,14 @@ def family_label(row) -> str:
 
 
 def learned_points(learned: pd.DataFrame) -> pd.DataFrame:
-    """One RD point per model (mean over its images), labelled with its `family` (one curve per family)."""
+    """One RD point per model (mean over its images; a model is a checkpoint), labelled with its `family`
+    (one curve per family)."""
     numeric = [c for c in ("bytes", "bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms") if c in learned]
     settings = [c for c in ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps") if c in learned]
-    pts = learned.groupby("model", sort=False).agg({**{c: "mean" for c in numeric}, **{c: "first" for c in settings}})
-    pts["n_images"] = learned.groupby("model", sort=False).size()
+    key = "checkpoint_sha" if "checkpoint_sha" in learned else "model"  # two checkpoints are never averaged together
+    first = [c for c in ("model", *settings) if c in learned and c != key]
+    pts = learned.groupby(key, sort=False).agg({**{c: "mean" for c in numeric}, **{c: "first" for c in first}})
+    pts["n_images"] = learned.groupby(key, sort=False).size()
     pts = pts.reset_index()
     pts["ms_ssim_db"] = metrics.ms_ssim_db(pts["ms_ssim"].to_numpy())
     pts["family"] = pts.apply(family_label, axis=1) if "prior" in pts else pts["model"]
@@ -325,15 +340,66 @@ def compare_at(learned_pts: pd.DataFrame, codec_curves: pd.DataFrame, bpps=(0.1,
     return pd.DataFrame(rows)
 
 
+def standing(at: pd.DataFrame) -> pd.DataFrame:
+    """The best learned curve minus each codec at each bitrate of `compare_at`'s table, metric by metric:
+    the best learned curve is chosen per metric (highest PSNR, highest MS-SSIM, lowest LPIPS), so a loss
+    variant trained for perception is judged on perception. NaN where no learned curve or the codec's
+    curve covers the bitrate."""
+    learned, classical = at[at["kind"] == "learned"], at[at["kind"] == "classical"]
+    rows = []
+    for r in classical.itertuples():
+        here = learned[learned["bpp"] == r.bpp]
+        row = {"codec": r.curve, "bpp": r.bpp}
+        for q, best in (("psnr", "idxmax"), ("ms_ssim", "idxmax"), ("lpips", "idxmin")):
+            ok = here.dropna(subset=[q])
+            if len(ok) and np.isfinite(getattr(r, q)):
+                top = ok.loc[getattr(ok[q], best)()]
+                row[f"d_{q}"], row[f"best_{q}"] = top[q] - getattr(r, q), top["curve"]
+            else:
+                row[f"d_{q}"], row[f"best_{q}"] = np.nan, None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def matched_verdicts(summary: pd.DataFrame, learned_pts: pd.DataFrame, bpp_range=(0.1, 0.5)) -> pd.DataFrame:
+    """Where each learned family wins and loses against each codec at equal bytes, image by image.
+
+    From `matched_summary`: a model point counts as a win in a metric when the learned model is better
+    on more than half of the images the codec could reach; points where the codec could not make files
+    that small for most images are listed apart (`codec_cannot_reach`). Only points whose mean bpp lies
+    in `bpp_range` (±10 %) are used. One row per codec × family, bitrates as sorted lists of bpp.
+    """
+    lo, hi = bpp_range
+    key = "checkpoint_sha" if "checkpoint_sha" in summary and "checkpoint_sha" in learned_pts else "model"
+    s = summary.merge(learned_pts[[key, "family"]], on=key)
+    s = s[s["learned_bpp"].between(0.9 * lo, 1.1 * hi)]
+    rows = []
+    for (codec, fam), g in s.groupby(["codec", "family"], sort=True):
+        g = g.sort_values("learned_bpp")
+        reach = g["codec_below_floor"] <= g["images"] / 2
+        row = {"codec": codec, "family": fam, "points": len(g),
+               "codec_cannot_reach": [round(b, 3) for b in g.loc[~reach, "learned_bpp"]]}
+        for q in QUALITY:
+            won = reach & (g[f"learned_wins_{q}"] > 0.5)
+            row[f"wins_{q}"] = [round(b, 3) for b in g.loc[won, "learned_bpp"]]
+            row[f"loses_{q}"] = [round(b, 3) for b in g.loc[reach & ~won, "learned_bpp"]]
+            if f"d_{q}" in g:  # the range of the mean differences (learned − codec) over the reachable points
+                row[f"d_{q}_min"], row[f"d_{q}_max"] = g.loc[reach, f"d_{q}"].min(), g.loc[reach, f"d_{q}"].max()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def matched_summary(learned: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
     """Per model and codec, at equal bytes on each image: mean metric differences (learned − codec)
     and the share of images where the learned model is better; images where the codec could not go
     that low are counted separately (`codec_below_floor`)."""
-    m = matched.merge(learned[["model", "image", "bpp", *QUALITY]], on=["model", "image"], suffixes=("", "_learned"))
+    m = matched.merge(learned[["checkpoint_sha", "image", "bpp", *QUALITY]], on=["checkpoint_sha", "image"],
+                      suffixes=("", "_learned"))
     rows = []
-    for (model, codec), g in m.groupby(["model", "codec"], sort=False):
+    for (sha, codec), g in m.groupby(["checkpoint_sha", "codec"], sort=False):
         ok = g[~g["below_floor"].astype(bool)]
-        row = {"model": model, "codec": codec, "images": len(g), "codec_below_floor": int(len(g) - len(ok)),
+        row = {"model": g["model"].iloc[0], "checkpoint_sha": sha, "codec": codec, "images": len(g),
+               "codec_below_floor": int(len(g) - len(ok)),
                "learned_bpp": g["bpp_learned"].mean(), "codec_bpp": ok["bpp"].mean()}
         for q in QUALITY:
             diff = ok[f"{q}_learned"] - ok[q]

@@ -49,6 +49,8 @@ def rd_curves(points: pd.DataFrame, metrics=("psnr", "ms_ssim_db", "lpips"), hue
             ax.set_xlim(*xlim)
         if ax is not axes[0][-1] and ax.get_legend():
             ax.get_legend().remove()
+    if axes[0][-1].get_legend():  # beside the panels, never over a curve
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -6,6 +6,8 @@ Each notebook `notebooks/NN_name.ipynb` is executed top to bottom with `profile`
 """
 from __future__ import annotations
 
+import ast
+
 import time
 from pathlib import Path
 
@@ -121,7 +123,7 @@ def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
     mse = {"mse": DEFAULT_VARIANTS["mse"]}
     return [SweepSpec(profile=profile, out=out, priors=["factorized-gaussian", "hyperprior"], variants=mse, lmbdas=one),
             SweepSpec(profile=profile, out=str(root / f"study-{profile}-noscale"), priors=["factorized"], variants=mse,
-                      lmbdas=one, overrides={"channel_scale": False})]
+                      lmbdas=one, overrides={"channel_scale": False}, tag="noscale")]
 
 
 def ablation_sweep(profile: str, runs_dir=None):
@@ -209,7 +211,7 @@ README_BEGIN, README_END = "<!-- BEGIN study-results (written by `make figures` 
 
 def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> str:
     """Markdown for the README: the key figure, where the learned models stand against each codec
-    (summary_standing.csv, notebook 09) and how long each step of the study took (study_timings.csv)."""
+    (summary_standing.csv and summary_verdicts.csv, notebook 09) and how long each step of the study took (study_timings.csv)."""
     import pandas as pd
 
     from lic_utils.files import FIGURES_DIR
@@ -219,17 +221,33 @@ def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> 
     parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] if key_figure.exists() else []
     standing_csv = results_dir / "summary_standing.csv"
     if standing_csv.exists():
-        s = pd.read_csv(standing_csv).dropna(subset=["Δ PSNR dB"])
-        parts += ["Best learned model minus each codec on Kodak (24 images, real files; curves interpolated at each "
-                  "bitrate; PSNR in dB, LPIPS lower is better, so a negative Δ LPIPS favours the learned model):", "",
+        s = pd.read_csv(standing_csv).dropna(subset=["d_psnr"])
+        parts += ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD curves interpolated at "
+                  "each bitrate, the best learned curve taken per metric; PSNR in dB; LPIPS is lower-is-better, so a "
+                  "negative Δ LPIPS favours the learned model; – where a curve does not reach the bitrate):", "",
                   "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in sorted(s.bpp.unique())) + " |",
                   "|---|" + "---|" * s.bpp.nunique()]
         for codec, g in s.groupby("codec"):
-            cells = {r["bpp"]: f"{r['Δ PSNR dB']:+.2f} / {r['Δ LPIPS']:+.3f}" for r in g.to_dict("records")}
+            cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}" for r in g.to_dict("records")}
             parts.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in sorted(s.bpp.unique())) + " |")
         parts.append("")
     else:
         parts += ["*No summary table yet: run `make study`.*", ""]
+    verdicts_csv = results_dir / "summary_verdicts.csv"
+    if verdicts_csv.exists():
+        v = pd.read_csv(verdicts_csv, converters={c: ast.literal_eval for c in
+                                                  ("wins_psnr", "loses_psnr", "wins_lpips", "loses_lpips")})
+        parts += ["At equal bytes, image by image (every learned model point against each codec set per image to the "
+                  "same file size; a win is being better on more than half of the images):", ""]
+        for codec, g in v.groupby("codec"):
+            said = []
+            for q, unit, fmt in (("psnr", " dB", "+.2f"), ("lpips", "", "+.3f")):
+                wins = [f"{r['family']} at {b:.2f} bpp" for r in g.to_dict("records") for b in r[f"wins_{q}"]]
+                n = sum(len(r[f"wins_{q}"]) + len(r[f"loses_{q}"]) for r in g.to_dict("records"))
+                said.append(f"{q.upper()} better at {len(wins)} of {n} points" + (f" ({'; '.join(wins)})" if wins else "")
+                            + f", Δ {g[f'd_{q}_min'].min():{fmt}} to {g[f'd_{q}_max'].max():{fmt}}{unit}")
+            parts.append(f"* **{codec}**: " + "; ".join(said) + ".")
+        parts.append("")
     timings_csv = results_dir / "study_timings.csv"
     if timings_csv.exists():
         t = pd.read_csv(timings_csv)

@@ -794,6 +794,7 @@ class SweepSpec:
     variants: dict = field(default_factory=lambda: dict(DEFAULT_VARIANTS))
     lmbdas: list = field(default_factory=lambda: [4e-3])
     overrides: dict = field(default_factory=dict)  # TrainConfig fields common to every run
+    tag: str = ""  # appended to every run name (e.g. "noscale"), so runs that differ in overrides never share a name
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "SweepSpec":
@@ -814,7 +815,7 @@ class SweepSpec:
         for prior in self.priors:
             for variant, weights in self.variants.items():
                 for lmbda in self.lmbdas:
-                    name = run_name(prior, variant, float(lmbda))
+                    name = run_name(prior, variant, float(lmbda)) + (f"-{self.tag}" if self.tag else "")
                     cfg = TrainConfig.for_profile(self.profile, **{**self.overrides, **(weights or {}),
                                                                      "prior": prior, "lmbda": float(lmbda)})
                     out.append((name, {"prior": prior, "variant": variant, "lmbda": float(lmbda)}, cfg))

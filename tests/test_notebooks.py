@@ -15,7 +15,7 @@ EXPECTED = {
     "06_loss_ablation": ["loss_ablation.csv", "06_loss_ablation.png"],
     "07_prior_ablation": ["prior_ablation.csv", "07_prior_ablation.png"],
     "08_matched_bitrates": ["08_matched_grid.png", "08_viewer.png"],
-    "09_summary": ["summary_standing.csv", "summary_claims.csv", "09_summary_rd.png"],
+    "09_summary": ["summary_standing.csv", "summary_verdicts.csv", "summary_claims.csv", "09_summary_rd.png"],
 }
 
 
@@ -54,7 +54,7 @@ def test_train_all_reuses_the_notebooks_runs(study_dirs):
 
     runs = study_dirs["runs"]
     assert study.train_all("smoke", runs, progress=False, timings=None) == 0
-    gone = runs / "study-smoke-noscale" / "factorized-mse-l0.004"
+    gone = runs / "study-smoke-noscale" / "factorized-mse-l0.004-noscale"
     shutil.rmtree(gone)
     assert study.train_all("smoke", runs, progress=False, timings=None) == 1
     index = pd.read_csv(runs / "study-smoke-noscale" / "index.csv")

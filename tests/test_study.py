@@ -10,10 +10,15 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
     results, figures = tmp_path / "results", tmp_path / "figures"
     results.mkdir()
     figures.mkdir()
-    pd.DataFrame([{"codec": "webp", "bpp": 0.2, "best learned": "x", "Δ PSNR dB": -3.214, "Δ MS-SSIM": -0.03, "Δ LPIPS": 0.2621},
-                  {"codec": "webp", "bpp": 0.5, "best learned": "x", "Δ PSNR dB": float("nan"), "Δ MS-SSIM": 0, "Δ LPIPS": 0},
-                  {"codec": "jpeg", "bpp": 0.2, "best learned": "x", "Δ PSNR dB": 2.5, "Δ MS-SSIM": 0.1, "Δ LPIPS": -0.04}]
+    pd.DataFrame([{"codec": "webp", "bpp": 0.2, "d_psnr": -3.214, "d_ms_ssim": -0.03, "d_lpips": 0.2621},
+                  {"codec": "webp", "bpp": 0.5, "d_psnr": float("nan"), "d_ms_ssim": 0, "d_lpips": 0},
+                  {"codec": "jpeg", "bpp": 0.2, "d_psnr": 2.5, "d_ms_ssim": 0.1, "d_lpips": -0.04}]
                  ).to_csv(results / "summary_standing.csv", index=False)
+    pd.DataFrame([{"codec": "jpeg", "family": "mse", "wins_psnr": [0.2], "loses_psnr": [0.4], "wins_lpips": [],
+                   "loses_lpips": [0.2, 0.4], "d_psnr_min": -2.5, "d_psnr_max": 2.4, "d_lpips_min": 0.04, "d_lpips_max": 0.26},
+                  {"codec": "jpeg", "family": "lpips", "wins_psnr": [], "loses_psnr": [0.43], "wins_lpips": [0.23],
+                   "loses_lpips": [], "d_psnr_min": -2.9, "d_psnr_max": -2.9, "d_lpips_min": -0.08, "d_lpips_max": -0.08}]
+                 ).to_csv(results / "summary_verdicts.csv", index=False)
     pd.DataFrame([{"notebook": "train_all (15 runs)", "profile": "cpu", "seconds": 600.0, "finished": "t1"},
                   {"notebook": "00_data_and_baselines.ipynb", "profile": "cpu", "seconds": 30.0, "finished": "t2"},
                   {"notebook": "00_data_and_baselines.ipynb", "profile": "smoke", "seconds": 5.0, "finished": "t3"}]
@@ -25,6 +30,8 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
     assert "old text" not in text and "figures/09_summary_rd.png" not in text  # no figure yet: no broken link
     assert "| webp | -3.21 / +0.262 |" in text and "| jpeg | +2.50 / -0.040 |" in text
+    assert ("* **jpeg**: PSNR better at 1 of 3 points (mse at 0.20 bpp), Δ -2.90 to +2.40 dB; "
+            "LPIPS better at 1 of 3 points (lpips at 0.23 bpp), Δ -0.080 to +0.260.") in text
     assert "| **total** | **10.5** |" in text and "smoke" not in text  # 600 s + 30 s, cpu rows only
     (figures / "09_summary_rd.png").write_bytes(b"png")
     study.update_readme(readme, results, figures_dir=figures)
@@ -36,3 +43,11 @@ def test_readme_without_the_markers_is_refused(tmp_path):
     readme.write_text("# no section\n")
     with pytest.raises(LicError, match="no results section"):
         study.update_readme(readme, tmp_path)
+
+
+@pytest.mark.parametrize("profile", study.PROFILES)
+def test_every_run_of_the_study_has_its_own_name(profile):
+    """Tables key rows by run name: two runs of different settings must never share one (the no-scale
+    ablation once shared `factorized-mse-l0.004` with the main run and the two were averaged together)."""
+    names = [name for g in study.GROUPS for spec in study.sweeps(profile, group=g) for name, _, _ in spec.runs()]
+    assert len(names) == len(set(names))
