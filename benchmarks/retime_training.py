@@ -11,23 +11,19 @@ they should be identical. The scratch runs are deleted afterwards unless --keep.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import files, train  # noqa: E402
+from lic_utils import files, models, train  # noqa: E402
 
 
 def same_weights(a: Path, b: Path) -> bool:
-    sa = torch.load(a, map_location="cpu", weights_only=True)["state_dict"]
-    sb = torch.load(b, map_location="cpu", weights_only=True)["state_dict"]
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    """The weights' fingerprint (sha256 over the whole state_dict) is what .lic files are checked against."""
+    return models.load_checkpoint(a).fingerprint() == models.load_checkpoint(b).fingerprint()
 
 
 def main() -> None:
@@ -41,7 +37,7 @@ def main() -> None:
     for run in args.runs:
         if train.run_status(run) != "done":
             sys.exit(f"{run} is not a finished run (train it first)")
-        cfg = train.TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+        cfg = train.TrainConfig.from_file(run / "config.json")
         jobs.append((args.out / f"{run.parent.name}--{run.name}", cfg))
     for run_dir, _ in jobs:
         if run_dir.exists():

@@ -179,6 +179,21 @@ def _save_rows(cache: Path | None, done: pd.DataFrame, rows: list[dict]) -> pd.D
     return done
 
 
+def _relabel(done: pd.DataFrame, cache: Path | None, **by_sha: dict) -> pd.DataFrame:
+    """Cached rows are keyed by checkpoint sha256: a renamed or moved run keeps its measurements and takes
+    its current labels, e.g. `model={sha: name}` (the cache is rewritten only when a label changed)."""
+    if not len(done):
+        return done
+    changed = False
+    for column, labels in by_sha.items():
+        new = done["checkpoint_sha"].map(labels).fillna(done[column])
+        if (new != done[column]).any():
+            done[column], changed = new, True
+    if changed and cache is not None:
+        atomic_to_csv(done, cache)
+    return done
+
+
 def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cache: str | Path | None = None,
                    lic_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Compress every image to a real .lic file with the model, decode it, and measure.
@@ -193,13 +208,8 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cach
 
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     digest = data.sha256_file(ckpt)[:16]
-    done = _load_cache(cache)
-    mine = (done["checkpoint_sha"] == digest) if len(done) else None
-    if mine is not None and ((done.loc[mine, "model"] != name).any() or (done.loc[mine, "checkpoint"] != str(ckpt)).any()):
-        done.loc[mine, ["model", "checkpoint"]] = [name, str(ckpt)]  # same weights, renamed or moved run: relabel
-        if cache is not None:
-            atomic_to_csv(done, cache)
-    have = set(done["image"][mine]) if len(done) else set()
+    done = _relabel(_load_cache(cache), cache, model={digest: name}, checkpoint={digest: str(ckpt)})
+    have = set(done["image"][done["checkpoint_sha"] == digest]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
     rows = []
     if todo:
@@ -240,14 +250,7 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
 
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
-    done = _load_cache(cache)
-    if len(done):  # the learned model's current name (a run may have been renamed since it was matched)
-        names = dict(zip(learned["checkpoint_sha"], learned["model"]))
-        renamed = done["checkpoint_sha"].map(names).fillna(done["model"])
-        if (renamed != done["model"]).any():
-            done["model"] = renamed
-            if cache is not None:
-                atomic_to_csv(done, cache)
+    done = _relabel(_load_cache(cache), cache, model=dict(zip(learned["checkpoint_sha"], learned["model"])))
     have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
     todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
     for r in learned.itertuples():

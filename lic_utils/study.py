@@ -7,7 +7,6 @@ Each notebook `notebooks/NN_name.ipynb` is executed top to bottom with `profile`
 from __future__ import annotations
 
 import ast
-
 import time
 from pathlib import Path
 

@@ -187,8 +187,8 @@ PROFILES: dict[str, dict] = {
     # (one thread: a toy model gains nothing from two, and loses a lot on a busy machine)
     "smoke": dict(N=16, M=24, crop=64, batch=4, steps=40, lr=2e-3, warmup=5, log_every=5, val_every=20,
                   ckpt_every=20, num_val_crops=2, val_crop=128, guard_window=10, threads=1),
-    # the study's default (the TrainConfig defaults): N=48, 3500 steps of 8 128×128 crops, lr 1e-3; ≈ 7.3 min alone on
-    # 2 CPU cores, ≈ 13 min each when two train side by side (tuning record: benchmarks/tune_cpu.py, notebook 04)
+    # the study's default (the TrainConfig defaults): N=48, 3500 steps of 8 128×128 crops, lr 1e-3; 6.9 min alone on
+    # 2 CPU cores (measured), ≈ 12 min each when two train side by side (tuning record: benchmarks/tune_cpu.py, notebook 04)
     "cpu": dict(),
     # paper scale (Ballé et al.): run on a GPU
     "gpu": dict(N=128, M=192, crop=256, batch=16, steps=250_000, lr=1e-4, aux_lr=1e-3, warmup=2000,
