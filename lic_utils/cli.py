@@ -156,6 +156,8 @@ def _args_study(p: argparse.ArgumentParser) -> None:
 def _run_study(args) -> int:
     from lic_utils import study
 
+    if not args.only:
+        study.start_timings(args.profile)  # the timing table then describes this sitting alone
     if not args.no_pretrain and not args.only:
         study.train_all(args.profile)  # the whole grid, several runs at once; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)

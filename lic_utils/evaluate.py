@@ -194,6 +194,20 @@ def _relabel(done: pd.DataFrame, cache: Path | None, **by_sha: dict) -> pd.DataF
     return done
 
 
+def _drop_superseded(done: pd.DataFrame, cache: Path | None, current: dict) -> pd.DataFrame:
+    """A run's cached rows describe its current checkpoint: rows under one of `current`'s names
+    ({name: sha}) with another sha are of a checkpoint since retrained, and are dropped from the cache,
+    so that tables read from it (notebook 09, `make figures`) never mix old and new weights."""
+    if not len(done):
+        return done
+    old = done["model"].isin(current.keys()) & (done["checkpoint_sha"] != done["model"].map(current))
+    if old.any():
+        done = done[~old].reset_index(drop=True)
+        if cache is not None:
+            atomic_to_csv(done, cache)
+    return done
+
+
 def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cache: str | Path | None = None,
                    lic_dir: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     """Compress every image to a real .lic file with the model, decode it, and measure.
@@ -209,6 +223,7 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cach
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     digest = data.sha256_file(ckpt)[:16]
     done = _relabel(_load_cache(cache), cache, model={digest: name}, checkpoint={digest: str(ckpt)})
+    done = _drop_superseded(done, cache, {name: digest})
     have = set(done["image"][done["checkpoint_sha"] == digest]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
     rows = []
@@ -251,6 +266,7 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
     done = _relabel(_load_cache(cache), cache, model=dict(zip(learned["checkpoint_sha"], learned["model"])))
+    done = _drop_superseded(done, cache, dict(zip(learned["model"], learned["checkpoint_sha"])))
     have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
     todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
     for r in learned.itertuples():

@@ -1,8 +1,9 @@
 """Run the numbered notebook series headless with papermill (what `make study` does).
 
 Each notebook `notebooks/NN_name.ipynb` is executed top to bottom with `profile` injected into its
-`parameters` cell; the executed copy goes to `notebooks/executed/`. Wall times are appended to
-`results/study_timings.csv` so the README can state how long each profile takes.
+`parameters` cell; the executed copy goes to `notebooks/executed/`. Wall times go to
+`results/study_timings.csv` (a full study starts its profile's rows afresh) so the README can state how
+long each profile takes.
 """
 from __future__ import annotations
 
@@ -61,6 +62,18 @@ def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None, 
         if timings is not None:
             _log_timing(timings, path.name, profile, seconds)
     return done
+
+
+def start_timings(profile: str, csv_path: Path = RESULTS_DIR / "study_timings.csv") -> None:
+    """Drop the profile's rows from the timing table, so that after a full `make study` the table (and
+    the README total) describes that one sitting, not a mix of runs; other profiles' rows are kept."""
+    import pandas as pd
+
+    from lic_utils.files import atomic_to_csv
+
+    if Path(csv_path).exists():
+        old = pd.read_csv(csv_path)
+        atomic_to_csv(old[old.profile != profile], csv_path)
 
 
 def _log_timing(csv_path: Path, notebook: str, profile: str, seconds: float) -> None:

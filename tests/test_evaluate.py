@@ -138,3 +138,29 @@ def test_a_renamed_run_reuses_its_cached_rows_under_its_new_name(tmp_path, monke
     again = evaluate.evaluate_model(tmp_path / "new-name", images, cache=cache, progress=False)
     assert again["model"].tolist() == ["new-name"] and again["psnr"].tolist() == first["psnr"].tolist()
     assert pd.read_csv(cache)["model"].tolist() == ["new-name"]
+
+
+def test_a_retrained_run_replaces_its_old_rows_in_the_caches(tmp_path, kodim01):
+    from lic_utils import models
+
+    run = tmp_path / "run-l0.004"
+    run.mkdir()
+    images = [("kodim01", kodim01[:64, :64])]
+    learned_csv, matched_csv, other = tmp_path / "learned.csv", tmp_path / "matched.csv", tmp_path / "other"
+    other.mkdir()
+    models.save_checkpoint(other / "checkpoint.pt", models.build_model({"prior": "factorized", "N": 8, "M": 12}))
+    evaluate.evaluate_model(other, images, cache=learned_csv, progress=False)  # another run: kept throughout
+    shas = []
+    for seed in (0, 1):  # train, then "retrain" the same run to different weights
+        import torch
+
+        torch.manual_seed(seed)
+        models.save_checkpoint(run / "checkpoint.pt", models.build_model({"prior": "factorized", "N": 8, "M": 12}))
+        learned = evaluate.evaluate_model(run, images, cache=learned_csv, progress=False)
+        evaluate.matched_codecs(learned, images, ["jpeg"], cache=matched_csv, progress=False)
+        shas.append(learned.checkpoint_sha.iloc[0])
+    assert shas[0] != shas[1]
+    cached = pd.read_csv(learned_csv)
+    assert sorted(cached.model) == ["other", "run-l0.004"]
+    assert cached.set_index("model").loc["run-l0.004", "checkpoint_sha"] == shas[1]
+    assert pd.read_csv(matched_csv).checkpoint_sha.tolist() == [shas[1]]

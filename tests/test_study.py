@@ -51,3 +51,17 @@ def test_every_run_of_the_study_has_its_own_name(profile):
     ablation once shared `factorized-mse-l0.004` with the main run and the two were averaged together)."""
     names = [name for g in study.GROUPS for spec in study.sweeps(profile, group=g) for name, _, _ in spec.runs()]
     assert len(names) == len(set(names))
+
+
+def test_a_full_study_starts_its_profiles_timings_afresh(tmp_path):
+    csv = tmp_path / "study_timings.csv"
+    study.start_timings("cpu", csv)  # no table yet: nothing to do, no error
+    assert not csv.exists()
+    pd.DataFrame([{"notebook": "train_all (8 runs)", "profile": "cpu", "seconds": 600.0, "finished": "t1"},
+                  {"notebook": "00_data_and_baselines.ipynb", "profile": "smoke", "seconds": 5.0, "finished": "t2"}]
+                 ).to_csv(csv, index=False)
+    study.start_timings("cpu", csv)
+    study._log_timing(csv, "train_all (16 runs)", "cpu", 60.0)
+    t = pd.read_csv(csv)
+    assert sorted(t.notebook) == ["00_data_and_baselines.ipynb", "train_all (16 runs)"]
+    assert t[t.profile == "cpu"].seconds.tolist() == [60.0]
