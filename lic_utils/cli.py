@@ -158,8 +158,8 @@ def _run_study(args) -> int:
 
     if not args.only:
         study.start_timings(args.profile)  # the timing table then describes this sitting alone
-    if not args.no_pretrain and not args.only:
-        study.train_all(args.profile)  # the whole grid, several runs at once; the notebooks reuse them
+        if not args.no_pretrain:
+            study.train_all(args.profile)  # the whole grid, several runs at once; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)
     if args.profile == "cpu":  # the committed results are the cpu profile's
         print("updated", study.update_readme())

@@ -179,32 +179,25 @@ def _save_rows(cache: Path | None, done: pd.DataFrame, rows: list[dict]) -> pd.D
     return done
 
 
-def _relabel(done: pd.DataFrame, cache: Path | None, **by_sha: dict) -> pd.DataFrame:
-    """Cached rows are keyed by checkpoint sha256: a renamed or moved run keeps its measurements and takes
-    its current labels, e.g. `model={sha: name}` (the cache is rewritten only when a label changed)."""
+def _sync_cache(done: pd.DataFrame, cache: Path | None, current: dict, **labels: dict) -> pd.DataFrame:
+    """Cached rows are keyed by checkpoint sha256; `current` maps the checkpoints in use to their run names.
+
+    A renamed or moved run keeps its measurements and takes its current name (and any other `labels`,
+    e.g. `checkpoint={sha: path}`); rows under one of those names with another sha are of weights since
+    retrained and are dropped, so that tables read from the whole cache (notebook 09, `make figures`)
+    never mix old and new weights. The cache is rewritten once, and only when something changed."""
     if not len(done):
         return done
     changed = False
-    for column, labels in by_sha.items():
-        new = done["checkpoint_sha"].map(labels).fillna(done[column])
+    for column, by_sha in {"model": current, **labels}.items():
+        new = done["checkpoint_sha"].map(by_sha).fillna(done[column])
         if (new != done[column]).any():
             done[column], changed = new, True
+    superseded = done["model"].isin(set(current.values())) & ~done["checkpoint_sha"].isin(current.keys())
+    if superseded.any():
+        done, changed = done[~superseded].reset_index(drop=True), True
     if changed and cache is not None:
         atomic_to_csv(done, cache)
-    return done
-
-
-def _drop_superseded(done: pd.DataFrame, cache: Path | None, current: dict) -> pd.DataFrame:
-    """A run's cached rows describe its current checkpoint: rows under one of `current`'s names
-    ({name: sha}) with another sha are of a checkpoint since retrained, and are dropped from the cache,
-    so that tables read from it (notebook 09, `make figures`) never mix old and new weights."""
-    if not len(done):
-        return done
-    old = done["model"].isin(current.keys()) & (done["checkpoint_sha"] != done["model"].map(current))
-    if old.any():
-        done = done[~old].reset_index(drop=True)
-        if cache is not None:
-            atomic_to_csv(done, cache)
     return done
 
 
@@ -222,8 +215,7 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cach
 
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     digest = data.sha256_file(ckpt)[:16]
-    done = _relabel(_load_cache(cache), cache, model={digest: name}, checkpoint={digest: str(ckpt)})
-    done = _drop_superseded(done, cache, {name: digest})
+    done = _sync_cache(_load_cache(cache), cache, {digest: name}, checkpoint={digest: str(ckpt)})
     have = set(done["image"][done["checkpoint_sha"] == digest]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
     rows = []
@@ -265,8 +257,7 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]], 
 
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
-    done = _relabel(_load_cache(cache), cache, model=dict(zip(learned["checkpoint_sha"], learned["model"])))
-    done = _drop_superseded(done, cache, dict(zip(learned["model"], learned["checkpoint_sha"])))
+    done = _sync_cache(_load_cache(cache), cache, dict(zip(learned["checkpoint_sha"], learned["model"])))
     have = set(zip(done["checkpoint_sha"], done["image"], done["codec"])) if len(done) else set()
     todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
     for r in learned.itertuples():

@@ -15,6 +15,7 @@ from lic_utils.errors import LicError
 from lic_utils.files import NOTEBOOKS_DIR, RESULTS_DIR
 
 PROFILES = ("smoke", "cpu", "gpu")
+TIMINGS_CSV = RESULTS_DIR / "study_timings.csv"  # wall time of each step of the study, per profile
 
 
 def notebook_paths(only=None, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
@@ -46,7 +47,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, progress: bool = T
 
 
 def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None, parameters: dict | None = None,
-                  timings: Path | None = RESULTS_DIR / "study_timings.csv") -> list[Path]:
+                  timings: Path | None = TIMINGS_CSV) -> list[Path]:
     """Run the series in order with the given profile; returns the executed copies."""
     if profile not in PROFILES:
         raise LicError(f"unknown profile {profile!r}; choose from {PROFILES}")
@@ -64,7 +65,7 @@ def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None, 
     return done
 
 
-def start_timings(profile: str, csv_path: Path = RESULTS_DIR / "study_timings.csv") -> None:
+def start_timings(profile: str, csv_path: Path = TIMINGS_CSV) -> None:
     """Drop the profile's rows from the timing table, so that after a full `make study` the table (and
     the README total) describes that one sitting, not a mix of runs; other profiles' rows are kept."""
     import pandas as pd
@@ -146,7 +147,7 @@ def ablation_sweep(profile: str, runs_dir=None):
 
 
 def train_all(profile: str, runs_dir=None, progress: bool = True,
-              timings: Path | None = RESULTS_DIR / "study_timings.csv") -> int:
+              timings: Path | None = TIMINGS_CSV) -> int:
     """Train every run of the study that is not finished, `MATRIX[profile]["workers"]` at a time, then
     write each sweep's index.csv. `make study` calls it first; the notebooks then reuse the runs.
     Returns the number of runs trained now."""
