@@ -6,7 +6,7 @@ Both use the same N, M, crop and batch and the same BSDS500 crops (lic_utils.dat
 in the main process). The bare step is the CompressAI example's loop: FactorizedPrior, Adam on the
 main parameters, Adam on the quantiles, `bpp + λ·255²·MSE`, clip_grad_norm. The trainer step is
 `lic_utils.train.train` on a fresh run folder (its model from lic_utils.models, loss terms, guard,
-logging, progress bar off), timed between step callbacks. The two are measured in alternating
+logging, progress bar off), timed by a callback at the end of every step. The two are measured in alternating
 blocks and compared on the median seconds per step, which is robust to other load on the machine.
 Goal: trainer ≥ 1.0× the bare step's images/s.
 """
@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import data, train  # noqa: E402
+from lic_utils import data, profiles, train  # noqa: E402
 
 
 def bare_compressai(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
@@ -31,12 +31,12 @@ def bare_compressai(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list
     from compressai.models import FactorizedPrior
 
     torch.manual_seed(cfg.seed)
-    model = FactorizedPrior(cfg.N, cfg.M).train()
+    model = FactorizedPrior(cfg.model.N, cfg.model.M).train()
     main = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     opt, aux_opt = torch.optim.Adam(main, lr=cfg.lr), torch.optim.Adam(aux, lr=cfg.aux_lr)
     ds = data.CropDataset(data.bsds500_paths(), crop=cfg.crop)
-    lmbda_255 = 1.0 / (255**2 * cfg.lmbda)  # the same objective in CompressAI's convention
+    lmbda_255 = 1.0 / (255**2 * cfg.loss.lmbda)  # the same objective in CompressAI's convention
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
@@ -60,24 +60,30 @@ def bare_compressai(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list
 
 
 def trainer(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
-    """Seconds per step of lic_utils.train (between consecutive step callbacks, after `warmup`)."""
+    """Seconds per step of lic_utils.train (between the ends of consecutive steps, after `warmup`)."""
+
+    class Stamps(train.Callback):
+        def on_step_end(self, trainer, metrics):
+            stamps.append(time.perf_counter())
+
     stamps = []
     cfg = cfg.replace(steps=warmup + steps, progress=False, num_val_crops=0, ckpt_every=10**9, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         stamps.append(time.perf_counter())
-        train.train(cfg, Path(tmp) / "bench", on_step=lambda step, terms: stamps.append(time.perf_counter()))
+        train.train(cfg, Path(tmp) / "bench", callbacks=[Stamps()])
     return [b - a for a, b in zip(stamps[1 + warmup : -1], stamps[2 + warmup :])]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--profile", default="cpu", choices=list(train.PROFILES))
+    ap.add_argument("--profile", default="cpu", choices=list(profiles.PROFILES))
     ap.add_argument("--steps", type=int, default=40, help="timed steps per block")
     ap.add_argument("--repeats", type=int, default=2, help="alternating blocks of each")
     args = ap.parse_args()
     cfg = train.TrainConfig.for_profile(args.profile)
-    print(f"profile {args.profile}: N={cfg.N} M={cfg.M} crop={cfg.crop} batch={cfg.batch} prior={cfg.prior} "
-          f"quantizer={cfg.quantizer} channel_scale={cfg.channel_scale}; torch {torch.__version__}, "
+    m = cfg.model
+    print(f"profile {args.profile}: N={m.N} M={m.M} crop={cfg.crop} batch={cfg.batch} prior={m.prior} "
+          f"quantizer={m.quantizer} channel_scale={m.channel_scale}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     data.bsds500_paths()  # verify the checksums once, outside the timings
     res = {"bare CompressAI step": [], "lic_utils trainer step": []}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import files, models, train  # noqa: E402
+from lic_utils import files, models, sweeps, train  # noqa: E402
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -37,13 +37,13 @@ def main() -> None:
     for run in args.runs:
         if train.run_status(run) != "done":
             sys.exit(f"{run} is not a finished run (train it first)")
-        cfg = train.TrainConfig.from_file(run / "config.json")
+        cfg = train.read_run_config(run)
         jobs.append((args.out / f"{run.parent.name}--{run.name}", cfg))
     for run_dir, _ in jobs:
         if run_dir.exists():
             shutil.rmtree(run_dir)  # a timing must start from scratch
     start = time.perf_counter()
-    train.train_many(jobs, workers=args.workers)
+    sweeps.train_many(jobs, workers=args.workers)
     wall = time.perf_counter() - start
     print(f"\n{len(jobs)} runs, {args.workers} at a time: {wall / 60:.1f} min wall")
     print(f"{'run':45s} {'minutes':>8s} {'original':>9s}  identical weights")

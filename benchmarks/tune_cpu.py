@@ -21,7 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import files, study, train  # noqa: E402
+from lic_utils import files, profiles, sweeps, train  # noqa: E402
 
 # name → (what it tests, overrides of the cpu profile). `threads=1`: two trials share the two cores.
 TRIALS = {
@@ -39,17 +39,17 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(files.RUNS_DIR / "tune-cpu"))
     args = ap.parse_args()
-    lmbda = study.MATRIX["cpu"]["ablation_lmbda"]
+    lmbda = profiles.PROFILES["cpu"].ablation_lmbda
     root = Path(args.out)
     jobs = [(root / name, train.TrainConfig.for_profile("cpu", lmbda=lmbda, **over)) for name, (_, over) in TRIALS.items()]
-    train.train_many([(d, c) for d, c in jobs if train.run_status(d) != "done"], workers=args.workers)
+    sweeps.train_many([(d, c) for d, c in jobs if train.run_status(d) != "done"], workers=args.workers)
     rows = []
     for (run_dir, cfg), (name, (what, _)) in zip(jobs, TRIALS.items()):
         final = train.read_final(run_dir)
         val = final["val"]
-        rows.append({"setting": name, "what": what, "N": cfg.N, "M": cfg.M, "lr": cfg.lr, "steps": cfg.steps,
+        rows.append({"setting": name, "what": what, "N": cfg.model.N, "M": cfg.model.M, "lr": cfg.lr, "steps": cfg.steps,
                      "crop": cfg.crop, "batch": cfg.batch, "minutes": round(final["elapsed_s"] / 60, 1),
-                     "threads": train.TrainConfig.from_dict(final["config"]).threads,
+                     "threads": train.read_run_config(run_dir).threads,
                      "val_bpp": val["bpp"], "val_psnr": val["psnr"], "val_rd_loss": lmbda * val["bpp"] + val["mse"],
                      "events": final["events"]})
     table = pd.DataFrame(rows)

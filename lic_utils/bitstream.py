@@ -36,7 +36,6 @@ from lic_utils.errors import LicError
 
 MAGIC = b"\x89LIC"
 FORMAT_VERSION = 1
-SUFFIX = ".lic"
 _FIXED = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w: 30 bytes
 _U32 = struct.Struct("<I")
 MAX_SIDE = 65535  # uint16 fields

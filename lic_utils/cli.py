@@ -1,8 +1,9 @@
 """The study's command line: `python -m lic_utils COMMAND …` (also installed as `lic`).
 
 Each command is a pair of small functions below: `_args_NAME(parser)` declares its arguments and
-`_run_NAME(args)` calls into the module that does the work. Heavy modules are imported inside the
-run functions so that `--help` stays instant. A LicError becomes one line on stderr and exit code 1.
+`_run_NAME(args)` calls into the module that does the work. Heavy modules are imported inside these
+functions, and only the named command's arguments are declared, so that `--help` and light commands
+stay instant. A LicError becomes one line on stderr and exit code 1.
 """
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ def _print_json(obj) -> None:
 
 # --- data -------------------------------------------------------------------------------------------
 def _args_data(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["fetch", "verify"], help="fetch: resolve and copy/download; verify: check every sha256")
-    p.add_argument("set", nargs="?", default="all", choices=["kodak", "bsds500", "lpips", "all"])
+    from lic_utils import data
+
+    p.add_argument("action", choices=["fetch", "verify"],
+                   help="fetch: resolve and copy/download; verify: check every sha256")
+    p.add_argument("set", nargs="?", default="all", choices=[*data.SETS, "all"])
 
 
 def _run_data(args) -> int:
@@ -85,23 +89,33 @@ def _run_baseline(args) -> int:
 
 
 # --- train / sweep ----------------------------------------------------------------------------------
+TRAIN_FLAGS = ("prior", "quantizer", "lmbda", "beta", "gamma", "steps", "lr", "lr_schedule", "batch",
+               "crop", "device", "seed")
+
+
 def _args_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=["smoke", "cpu", "gpu"], help="base settings (default: the config file's `profile`, else cpu)")
+    from lic_utils import models, profiles, train
+
+    p.add_argument("--profile", choices=list(profiles.PROFILES),
+                   help="base settings (default: the config file's `profile`, else cpu)")
     p.add_argument("--config", help="YAML or JSON file of training options, applied over the profile")
-    p.add_argument("--prior", choices=["factorized", "factorized-gaussian", "hyperprior"])
-    p.add_argument("--quantizer", choices=["noise", "ste", "mixed"])
-    p.add_argument("--lmbda", type=float, help="rate weight λ (bpp against MSE on [0, 1]; larger → fewer bits)")
+    p.add_argument("--prior", choices=models.PRIORS)
+    p.add_argument("--quantizer", choices=models.QUANTIZERS)
+    p.add_argument("--lmbda", type=float, help="rate weight λ in L = λ·R + MSE + … (larger: fewer bits)")
     p.add_argument("--beta", type=float, help="weight of 1 − MS-SSIM")
     p.add_argument("--gamma", type=float, help="weight of LPIPS")
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=train.SCHEDULES, help="after a linear warm-up")
     p.add_argument("--batch", type=int, help="crops per step (per process under torchrun)")
     p.add_argument("--crop", type=int)
     p.add_argument("--device", help="auto (cuda → mps → cpu), cpu, cuda, …")
     p.add_argument("--seed", type=int)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other training option, value in YAML syntax (repeatable), e.g. --set warmup=200")
-    p.add_argument("--out", required=True, help="run folder, e.g. runs/NAME (resumed if interrupted, skipped if done)")
+                   help="any other training option, value in YAML syntax (repeatable), "
+                        "e.g. --set warmup=200")
+    p.add_argument("--out", required=True,
+                   help="run folder, e.g. runs/NAME (resumed if interrupted, skipped if done)")
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -119,38 +133,43 @@ def _parse_sets(items: list[str]) -> dict:
 def _run_train(args) -> int:
     from lic_utils import train
 
-    flags = {k: getattr(args, k) for k in ("prior", "quantizer", "lmbda", "beta", "gamma", "steps", "lr", "batch",
-                                            "crop", "device", "seed")}
-    options = {**(train.read_config_file(args.config) if args.config else {}), **{k: v for k, v in flags.items() if v is not None},
-               **_parse_sets(args.set)}
-    profile = args.profile or options.pop("profile", None) or "cpu"
-    options.pop("profile", None)
-    train.train(train.TrainConfig.for_profile(profile, **options), args.out)
+    options = {**{k: getattr(args, k) for k in TRAIN_FLAGS}, **_parse_sets(args.set)}
+    if args.config:
+        cfg = train.TrainConfig.from_file(args.config, profile=args.profile, **options)
+    else:
+        cfg = train.TrainConfig.for_profile(args.profile or "cpu", **options)
+    train.train(cfg, args.out)
     return 0
 
 
 def _args_sweep(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="sweep YAML: profile, out, priors, variants {name: {beta, gamma}}, lmbdas, overrides")
+    p.add_argument("config",
+                   help="sweep YAML: profile, out, priors, variants {name: {beta, gamma}}, lmbdas, overrides")
     p.add_argument("--only", nargs="*", help="train only these run names")
     p.add_argument("--workers", type=int, default=1,
-                   help="runs trained at once, one process each (2 on a 2-core CPU: ≈1.2× the throughput)")
+                   help="runs trained at once, one process each (2 on 2 CPU cores: ≈1.2× the throughput)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _run_sweep(args) -> int:
-    from lic_utils import train
+    from lic_utils import sweeps
 
-    df = train.sweep(args.config, progress=not args.no_progress, only=args.only, workers=args.workers)
-    print(df[["name", "status", "steps", "train_bpp", "train_psnr", "val_bpp", "val_psnr"]].to_string(index=False))
+    df = sweeps.sweep(args.config, progress=not args.no_progress, only=args.only, workers=args.workers)
+    shown = ["name", "status", "steps", "train_bpp", "train_psnr", "val_bpp", "val_psnr"]
+    print(df[shown].to_string(index=False))
     return 0
 
 
 # --- study ------------------------------------------------------------------------------------------
 def _args_study(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "gpu"])
-    p.add_argument("--only", nargs="*", help="run only notebooks whose name starts with one of these (e.g. 00 05)")
+    from lic_utils.profiles import PROFILES
+
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    p.add_argument("--only", nargs="*",
+                   help="run only notebooks whose name starts with one of these (e.g. 00 05)")
     p.add_argument("--no-pretrain", action="store_true",
-                   help="do not train the study's runs up front (the notebooks then train what they need, one at a time)")
+                   help="do not train the study's runs up front "
+                        "(the notebooks then train what they need, one at a time)")
 
 
 def _run_study(args) -> int:
@@ -159,7 +178,7 @@ def _run_study(args) -> int:
     if not args.only:
         study.start_timings(args.profile)  # the timing table then describes this sitting alone
         if not args.no_pretrain:
-            study.train_all(args.profile)  # the whole grid, several runs at once; the notebooks reuse them
+            study.train_all(args.profile)  # the whole grid, runs side by side; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)
     if args.profile == "cpu":  # the committed results are the cpu profile's
         print("updated", study.update_readme())
@@ -168,11 +187,16 @@ def _run_study(args) -> int:
 
 # --- evaluate ---------------------------------------------------------------------------------------
 def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    from lic_utils.codecs import CODECS
+
     p.add_argument("runs", nargs="+", help="run folders (with checkpoint.pt) or checkpoint files")
-    p.add_argument("--images", type=int, default=None, help="only the first N Kodak images (default: all 24)")
+    p.add_argument("--images", type=int, default=None,
+                   help="only the first N Kodak images (default: all 24)")
     p.add_argument("--results", default=None, help="folder of the CSV tables (default: results/)")
-    p.add_argument("--codecs", nargs="*", default=None, help="classical codecs to match (default: all five)")
-    p.add_argument("--no-matched", action="store_true", help="skip the matched-bitrate classical codecs")
+    p.add_argument("--codecs", nargs="*", default=None, choices=list(CODECS),
+                   help="classical codecs to match (default: all five)")
+    p.add_argument("--no-matched", action="store_true",
+                   help="skip the matched-bitrate classical codecs")
 
 
 def _run_evaluate(args) -> int:
@@ -185,14 +209,17 @@ def _run_evaluate(args) -> int:
     images = evaluate.kodak_images(args.images)
     for run in args.runs:
         learned = evaluate.evaluate_model(run, images, cache=results / "learned_kodak.csv")
-        summary = learned[["bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms"]].mean().round(4).to_dict()
-        print(json.dumps({"model": learned["model"].iloc[0], "images": len(learned), **summary}))
+        model = {"model": learned["model"].iloc[0], "fingerprint": learned["fingerprint"].iloc[0]}
+        means = learned[["bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms"]].mean()
+        print(json.dumps({**model, "images": len(learned), **means.round(4).to_dict()}))
         if not args.no_matched:
-            matched = evaluate.matched_codecs(learned, images, args.codecs, cache=results / "matched_kodak.csv")
+            matched = evaluate.matched_codecs(learned, images, args.codecs,
+                                              cache=results / "matched_kodak.csv")
             for codec, g in matched.groupby("codec"):
-                print(json.dumps({"codec": codec, "at_bpp_of": learned["model"].iloc[0],
+                means = g[["bpp", "psnr", "ms_ssim", "lpips"]].mean()
+                print(json.dumps({"codec": codec, "at_bpp_of": model["model"],
                                   "below_floor": int(g["below_floor"].sum()),
-                                  **g[["bpp", "psnr", "ms_ssim", "lpips"]].mean().round(4).to_dict()}))
+                                  **means.round(4).to_dict()}))
     return 0
 
 
@@ -278,14 +305,18 @@ def _run_bench(args) -> int:
 
 # --- figures ----------------------------------------------------------------------------------------
 def _args_figures(p: argparse.ArgumentParser) -> None:
+    from lic_utils.profiles import PROFILES
+
     p.add_argument("--results", default=None, help="folder of the tables (default: results/)")
     p.add_argument("--figures", default=None, help="folder of the figures (default: figures/)")
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES),
+                   help="the profile the tables come from (default: cpu, the committed results)")
 
 
 def _run_figures(args) -> int:
     from lic_utils import study
 
-    for path in study.redraw_figures(args.results, args.figures):
+    for path in study.redraw_figures(args.results, args.figures, args.profile):
         print(path)
     if args.results is None:  # the committed results: the README's results section follows them
         print(study.update_readme())
@@ -308,18 +339,23 @@ COMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that command's arguments are declared (some import the tables
+    their choices come from, e.g. lic_utils.models for `train`: other commands stay instant)."""
     parser = argparse.ArgumentParser(prog="python -m lic_utils", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (add_args, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        add_args(p)
+        if only in (None, name):
+            add_args(p)
         p.set_defaults(func=run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in COMMANDS else ""
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except LicError as e:

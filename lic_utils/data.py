@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import random
 import shutil
 import tempfile
 import urllib.request
@@ -36,10 +35,7 @@ MANIFEST = DATA_DIR / "manifest.csv"
 SETS = ("kodak", "bsds500", "lpips")
 LPIPS_BACKBONE = "lpips/alexnet_features_imagenet1k_v1.pth"
 
-# Canonical sources (provenance and licences: ../shared/data/README.md, repeated in README.md).
-KODAK_URL = "http://r0k.us/graphics/kodak/kodak/{name}"
-BSDS_URL = "https://raw.githubusercontent.com/BIDS/BSDS500/master/BSDS500/data/images/{split}/{name}"
-LPIPS_REF_URL = "https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/master/imgs/{name}"
+# Sources are the manifest's url column (provenance and licences: ../shared/data/README.md, README.md).
 # The LPIPS backbone is torchvision's AlexNet ImageNet weights, reduced to `.features` (see _fetch_url).
 ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -74,36 +70,6 @@ def entries(sets=None) -> list[Entry]:
     if unknown:
         raise LicError(f"unknown data set(s) {sorted(unknown)}; choose from {list(SETS)}")
     return [e for e in manifest().values() if e.set in sets]
-
-
-def canonical_url(rel: str) -> str:
-    set_name, *rest = rel.split("/")
-    name = rest[-1]
-    if set_name == "kodak":
-        return KODAK_URL.format(name=name)
-    if set_name == "bsds500":
-        return BSDS_URL.format(split=rest[0], name=name)
-    if rel == LPIPS_BACKBONE:
-        return ALEXNET_URL
-    if set_name == "lpips":
-        return LPIPS_REF_URL.format(name=name)
-    raise ValueError(f"no canonical source for {rel}")
-
-
-def build_manifest(mirror: str | os.PathLike) -> Path:
-    """Maintainers: (re)write data/manifest.csv from a verified mirror's SHA256SUMS."""
-    from lic_utils.files import atomic_write_text
-
-    mirror = Path(mirror)
-    lines = (mirror / "SHA256SUMS").read_text().split("\n")
-    rows = ["set,path,size,sha256,url"]
-    for line in filter(None, lines):
-        digest, rel = line.split(maxsplit=1)
-        rel = rel.removeprefix("./")
-        size = (mirror / rel).stat().st_size
-        rows.append(f"{rel.split('/')[0]},{rel},{size},{digest},{canonical_url(rel)}")
-    manifest.cache_clear()
-    return atomic_write_text(MANIFEST, "\n".join(rows) + "\n")
 
 
 # --- resolving and verifying ------------------------------------------------------------------------
@@ -378,9 +344,3 @@ class CropDataset(Dataset):
         if self.flips and g[3] % 2:
             patch = patch[::-1]
         return to_tensor(patch)[0]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

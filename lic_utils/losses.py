@@ -1,4 +1,6 @@
-"""The study's training objective: L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS.
+"""The study's training objective, one convention everywhere:
+
+    L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS        larger λ → fewer bits
 
 Units (all terms are batch means):
 - R: the estimated rate in bits per pixel, −Σ log2 p(ŷ) / (N·H·W) summed over every latent
@@ -9,9 +11,10 @@ Units (all terms are batch means):
 - LPIPS: AlexNet v0.1 from `lic_utils.metrics` (frozen, eval mode, inputs scaled to [−1, 1] there).
   Its parameters are never handed to an optimizer: they are not part of the codec.
 
-λ weighs the rate against an MSE on the [0, 1] scale, so it is small. The conventional CompressAI
-form `λ'·255²·MSE + R` is the same objective divided by λ'·255²: λ = 1 / (255²·λ'), e.g. CompressAI's
-λ' = 0.0018…0.0130 is λ ≈ 8.5e-3…1.2e-3 here. Measured with the `cpu` profile (MSE only, factorized
+λ weighs the rate against an MSE on the [0, 1] scale, so it is small. CompressAI's form
+`λ'·255²·MSE + R` is the same objective divided by λ'·255²: λ = 1 / (255²·λ'), e.g. CompressAI's
+λ' = 0.0018…0.0130 is λ ≈ 8.5e-3…1.2e-3 here, and λ' = 0.01 is λ ≈ 1.54e-3. λ = 0 trains a plain
+autoencoder (the rate is still measured). Measured with the `cpu` profile (MSE only, factorized
 prior, N=48/M=96, 3,500 steps; all 24 Kodak images compressed to real .lic files):
 
     λ        bpp (file)   PSNR
@@ -20,17 +23,14 @@ prior, N=48/M=96, 3,500 steps; all 24 Kodak images compressed to real .lic files
     4e-3     0.202        24.95 dB
     1.5e-3   0.381        25.15 dB
 
-so λ ≈ 1e-3 … 1.2e-2 spans ≈ 0.1 … 0.45 bpp; larger λ → lower rate. The PSNR barely grows with the
-rate: the short CPU schedule sets the rate early (the validation bpp is flat after step 2,000) while
-the PSNR is still climbing at the end (+0.5 dB from step 2,000 to 3,500 at λ = 1.5e-3); the
-transforms have not yet learned to turn the extra bits into detail. notebooks/05 and
-results/learned_kodak.csv hold the study's own measurements.
+so λ ≈ 1e-3 … 1.2e-2 spans ≈ 0.1 … 0.45 bpp. The PSNR barely grows with the rate: the short CPU
+schedule sets the rate early (the validation bpp is flat after step 2,000) while the PSNR is still
+climbing at the end (+0.5 dB from step 2,000 to 3,500 at λ = 1.5e-3); the transforms have not yet
+learned to turn the extra bits into detail. notebooks/05 and results/learned_kodak.csv hold the
+study's own measurements.
 
-β (MS-SSIM) and γ (LPIPS) weigh terms of very different sizes and slopes. For a cpu-profile codec at
-≈ 0.25 bpp (batches of 8 BSDS500 crops) the terms were MSE 0.0044, 1 − MS-SSIM 0.15, LPIPS 0.54,
-and the norms of their gradients w.r.t. the codec's parameters 0.0088, 0.35 and 2.6: β = 0.025 gives
-the MS-SSIM term the MSE's gradient norm, γ = 0.0034 would give LPIPS the same. The study uses
-β = 0.025 and a small γ = 0.002 (LPIPS ≈ 0.6 × the MSE's pull), see `train.DEFAULT_VARIANTS`.
+β (MS-SSIM) and γ (LPIPS) weigh terms of very different sizes and slopes; the study's values are
+`profiles.LOSS_VARIANTS` (with the gradient norms they were chosen from).
 
 MS-SSIM and LPIPS are only computed when their weight is > 0 (LPIPS roughly doubles the cost of a
 training step on a CPU); otherwise their entries are NaN, unless `monitor=True` asks for every
@@ -39,14 +39,32 @@ term (computed without gradients).
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from lic_utils import metrics
+from lic_utils.errors import LicError
 
-TERMS = ("loss", "bpp", "mse", "psnr", "ms_ssim", "lpips")
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The weights of L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS: finite numbers ≥ 0."""
+
+    lmbda: float = 4e-3  # rate (bpp) against MSE on [0, 1]
+    beta: float = 0.0  # 1 − MS-SSIM
+    gamma: float = 0.0  # LPIPS
+
+    def __post_init__(self):
+        for name, value in self.to_dict().items():
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or value < 0:
+                raise LicError(f"loss weight {name} must be a finite number ≥ 0, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _flatten_likelihoods(likelihoods) -> list[torch.Tensor]:
@@ -56,7 +74,8 @@ def _flatten_likelihoods(likelihoods) -> list[torch.Tensor]:
         return [t for v in likelihoods.values() for t in _flatten_likelihoods(v)]
     if isinstance(likelihoods, (list, tuple)):
         return [t for v in likelihoods for t in _flatten_likelihoods(v)]
-    raise TypeError(f"likelihoods must be tensors, or dicts/lists of them, got {type(likelihoods).__name__}")
+    raise TypeError(f"likelihoods must be tensors, or dicts/lists of them, "
+                    f"got {type(likelihoods).__name__}")
 
 
 def bpp(likelihoods, num_pixels: int) -> torch.Tensor:
@@ -118,17 +137,16 @@ def rd_loss(
 
 
 class RateDistortionLoss(nn.Module):
-    """`rd_loss` as a module holding λ, β, γ. It has no parameters: LPIPS lives in lic_utils.metrics,
-    frozen, so `model.parameters()` and this loss never hand its weights to an optimizer."""
+    """`rd_loss` with the weights of a LossConfig. It has no parameters: LPIPS lives in
+    lic_utils.metrics, frozen, so neither the codec nor this loss hands its weights to an optimizer."""
 
-    def __init__(self, lmbda: float, beta: float = 0.0, gamma: float = 0.0):
+    def __init__(self, config: LossConfig):
         super().__init__()
-        if lmbda < 0 or beta < 0 or gamma < 0:
-            raise ValueError(f"loss weights must be ≥ 0, got λ={lmbda}, β={beta}, γ={gamma}")
-        self.lmbda, self.beta, self.gamma = float(lmbda), float(beta), float(gamma)
+        self.config = config
 
     def forward(self, out: Mapping, x: torch.Tensor, monitor: bool = False) -> dict[str, torch.Tensor]:
-        return rd_loss(out, x, self.lmbda, self.beta, self.gamma, monitor=monitor)
+        c = self.config
+        return rd_loss(out, x, c.lmbda, c.beta, c.gamma, monitor=monitor)
 
     def extra_repr(self) -> str:
-        return f"lmbda={self.lmbda:g}, beta={self.beta:g}, gamma={self.gamma:g}"
+        return f"lmbda={self.config.lmbda:g}, beta={self.config.beta:g}, gamma={self.config.gamma:g}"

@@ -1,7 +1,10 @@
-"""Figures of the study (matplotlib + seaborn), drawn from results tables and saved as PNG in figures/.
+"""Figures of the study (matplotlib + seaborn), drawn from tidy tables and saved as PNG.
 
-Every plotting function returns its Figure; `save` writes it atomically. Plots take tidy DataFrames
-(one row per point) so that `make figures` can redraw everything from results/ alone.
+The building blocks (rd_curves, image_grid, matched_grid, comparison_viewer) return their Figure;
+`save` writes one atomically. Each committed figure of notebooks 00 and 05–09 has one function
+(`*_figure`, and lic_utils.visual for notebook 08) that picks what it shows from the tables and
+saves figures/NN_name.png: the notebooks and `make figures` (study.redraw_figures) call the same
+function, so the two can never draw differently.
 """
 from __future__ import annotations
 
@@ -72,6 +75,104 @@ def image_grid(images, titles=None, cols: int = 4, size: float = 3.0):
     return fig
 
 
+# --- the study's figures: one function per committed figure, shared by notebooks and `make figures` -
+def _rd_table(points: pd.DataFrame, codec_curves: pd.DataFrame) -> pd.DataFrame:
+    """Learned points (one curve per family) and codec curves in one tidy table for rd_curves."""
+    a = points.assign(curve=points["family"], kind="learned")
+    b = codec_curves.assign(curve=codec_curves["codec"], kind="classical")
+    cols = ["curve", "kind", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "lpips"]
+    return pd.concat([a[cols], b[cols]], ignore_index=True)
+
+
+def _saved(fig, folder, name: str) -> Path:
+    return save(fig, Path(folder) / name)
+
+
+def datasets_figure(kodak: list[tuple[str, np.ndarray]], crops: list[np.ndarray], folder):
+    """figures/00_datasets.png: Kodak images (evaluation) beside BSDS500 training crops."""
+    fig = image_grid([img for _, img in kodak] + list(crops),
+                     titles=[name for name, _ in kodak] + ["BSDS500 training crop"] * len(crops))
+    return _saved(fig, folder, "00_datasets.png")
+
+
+def lpips_reference_figure(images: dict[str, np.ndarray], lpips: dict[str, float], folder):
+    """figures/00_lpips_reference.png: the LPIPS repository's reference image and its two
+    distortions, titled with their LPIPS distance to the reference."""
+    titles = ["reference"] + [f"{k}: LPIPS {d:.4f}" for k, d in lpips.items()]
+    return _saved(image_grid(list(images.values()), cols=3, titles=titles), folder,
+                  "00_lpips_reference.png")
+
+
+def baselines_figure(codec_curves: pd.DataFrame, folder):
+    """figures/00_rd_baselines.png: the classical codecs' mean RD curves on Kodak."""
+    n = int(codec_curves["n_images"].max())
+    fig = rd_curves(codec_curves, title=f"Classical codecs on Kodak ({n} images, real files)",
+                    xlim=(0, 1.6))
+    return _saved(fig, folder, "00_rd_baselines.png")
+
+
+def learned_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
+    """figures/05_rd_curves.png: the learned RD curves (families with two points or more) and the
+    classical codecs' curves."""
+    from lic_utils.compare import curves
+
+    main = curves(points)
+    title = (f"Kodak ({int(main['n_images'].max())} images): learned models and classical codecs, "
+             "real files")
+    fig = rd_curves(_rd_table(main, codec_curves), hue="curve", title=title,
+                    xlim=(0, max(1.0, 1.2 * main["bpp"].max())))
+    return _saved(fig, folder, "05_rd_curves.png")
+
+
+def matched_figure(points: pd.DataFrame, matched: pd.DataFrame, folder):
+    """figures/05_matched.png: the learned curves, and each codec's mean over images at each learned
+    model's bytes (one point per model)."""
+    from lic_utils.compare import curves
+    from lic_utils.evaluate import MODEL_KEY, mean_curve
+
+    main = curves(points)
+    matched = matched.merge(main[MODEL_KEY], on=MODEL_KEY)
+    table = _rd_table(main, mean_curve(matched, by=("codec", *MODEL_KEY)))
+    fig = rd_curves(table, hue="curve",
+                    title="Classical codecs matched to each learned model's bytes (means over images)")
+    return _saved(fig, folder, "05_matched.png")
+
+
+def loss_ablation_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
+    """figures/06_loss_ablation.png: the loss variants of the factorized prior (with its scale),
+    WebP and AVIF for reference."""
+    from lic_utils.evaluate import select
+
+    points = select(points, prior="factorized", channel_scale=True)
+    fig = rd_curves(_rd_table(points, codec_curves[codec_curves["codec"].isin(["webp", "avif"])]),
+                    hue="curve",
+                    title="Loss variants (learned, factorized prior) with WebP and AVIF for reference",
+                    xlim=(0, max(1.0, 1.2 * points["bpp"].max())))
+    return _saved(fig, folder, "06_loss_ablation.png")
+
+
+def prior_ablation_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, lmbda: float, folder):
+    """figures/07_prior_ablation.png: the models trained with MSE at λ = `lmbda` (the priors, and
+    no per-channel scale), with the WebP and JPEG 2000 curves."""
+    from lic_utils.evaluate import select
+
+    points = select(points, beta=0, gamma=0, lmbda=lmbda)
+    codecs_ = codec_curves[codec_curves["codec"].isin(["webp", "jpeg2000"])]
+    fig = rd_curves(_rd_table(points, codecs_), hue="curve",
+                    title=f"Priors at λ = {lmbda:g} (MSE), with WebP and JPEG 2000 curves",
+                    xlim=(0, max(1.0, 1.2 * points["bpp"].max())))
+    return _saved(fig, folder, "07_prior_ablation.png")
+
+
+def summary_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
+    """figures/09_summary_rd.png, the study in one figure: every learned RD curve and every codec."""
+    from lic_utils.compare import curves
+
+    fig = rd_curves(_rd_table(curves(points), codec_curves), hue="curve",
+                    title="The study in one figure: Kodak, real files", xlim=(0, 0.8))
+    return _saved(fig, folder, "09_summary_rd.png")
+
+
 # --- matched bitrates: zoomed crops and the comparison viewer ----------------------------------------
 CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000"}
 ORIGINAL = "original"
@@ -111,7 +212,8 @@ def _check_box(box, shape) -> tuple[int, int, int, int]:
     h, w = shape[:2]
     left, top, right, bottom = (int(v) for v in box)
     if not (0 <= left < right <= w and 0 <= top < bottom <= h):
-        raise ValueError(f"crop box {tuple(box)} (left, top, right, bottom) does not fit a {w}×{h} image")
+        raise ValueError(f"crop box {tuple(box)} (left, top, right, bottom) does not fit a {w}×{h} "
+                         "image")
     return left, top, right, bottom
 
 
@@ -120,7 +222,8 @@ def entry_title(entry: dict) -> str:
     label = str(entry.get("label", ""))
     if entry.get("below_floor"):
         target = entry.get("target_bpp")
-        return f"{label} (floor: {entry['bpp']:.2f} bpp > {'target' if target is None else f'{target:.2f}'})"
+        target = "target" if target is None else f"{target:.2f}"
+        return f"{label} (floor: {entry['bpp']:.2f} bpp > {target})"
     return label
 
 
@@ -135,11 +238,14 @@ def entry_caption(entry: dict, compact: bool = False) -> str:
         parts.append(f"LPIPS {entry['lpips']:.3f}")
     if compact:
         return "\n".join(parts)
-    return "\n".join([" · ".join(parts[:2]), " · ".join(parts[2:])]) if len(parts) > 2 else " · ".join(parts)
+    if len(parts) > 2:
+        return "\n".join([" · ".join(parts[:2]), " · ".join(parts[2:])])
+    return " · ".join(parts)
 
 
-def matched_grid(original: np.ndarray, entries: list[dict], box: tuple[int, int, int, int] | None = None,
-                 zoom: int = 3, title: str | None = None, dpi: int = 120):
+def matched_grid(original: np.ndarray, entries: list[dict],
+                 box: tuple[int, int, int, int] | None = None, zoom: int = 3,
+                 title: str | None = None, dpi: int = 120):
     """Zoomed crops of decoded images at (about) the same bitrate, side by side with the original.
 
     `entries`: one dict per decoded image with `label`, `image` (H×W×3 uint8, same size as `original`),
@@ -160,7 +266,8 @@ def matched_grid(original: np.ndarray, entries: list[dict], box: tuple[int, int,
     rows: dict = {}
     for e in entries:
         if np.asarray(e["image"]).shape != original.shape:
-            raise ValueError(f"{e.get('label')}: image is {np.asarray(e['image']).shape}, the original {original.shape}")
+            raise ValueError(f"{e.get('label')}: image is {np.asarray(e['image']).shape}, "
+                             f"the original {original.shape}")
         rows.setdefault(e.get("row"), []).append(e)
     if not rows:
         rows[None] = []
@@ -175,18 +282,21 @@ def matched_grid(original: np.ndarray, entries: list[dict], box: tuple[int, int,
     h, w = original.shape[:2]
     rows_h = n_rows * panel_h + (n_rows - 1) * (caption_h + title_h)
     over_w = min(2.0 * max(1.0, w / h), rows_h * w / h)
-    label_w = 0.45 if any(r is not None for r in rows) else 0.1  # room for the row names left of each line
+    label_w = 0.45 if any(r is not None for r in rows) else 0.1  # room for the row names
     top_in, bottom_in = title_h + (0.4 if title else 0.05), caption_h + 0.05
     fig_w, fig_h = over_w + label_w + n_cols * (col_w + 0.1) + 0.2, top_in + rows_h + bottom_in
     fig = plt.figure(figsize=(fig_w, fig_h))
-    gs = fig.add_gridspec(n_rows, n_cols + 2, width_ratios=[over_w, label_w] + [col_w] * n_cols, wspace=0.06,
-                          hspace=(caption_h + title_h) / panel_h, left=0.1 / fig_w, right=1 - 0.1 / fig_w,
+    gs = fig.add_gridspec(n_rows, n_cols + 2, width_ratios=[over_w, label_w] + [col_w] * n_cols,
+                          wspace=0.06, hspace=(caption_h + title_h) / panel_h, left=0.1 / fig_w,
+                          right=1 - 0.1 / fig_w,
                           top=1 - top_in / fig_h, bottom=bottom_in / fig_h)
 
     ax = fig.add_subplot(gs[:, 0])
     ax.imshow(original, interpolation="antialiased")
-    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, edgecolor="red", linewidth=1.5))
-    ax.set_title(f"original {w}×{h}\ncrop {right - left}×{bottom - top} px at ({left}, {top}), ×{zoom}", fontsize=8)
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                           edgecolor="red", linewidth=1.5))
+    ax.set_title(f"original {w}×{h}\ncrop {right - left}×{bottom - top} px at ({left}, {top}), ×{zoom}",
+                 fontsize=8)
     ax.axis("off")
 
     def panel(r, c, img, name, caption, colour="black"):
@@ -204,7 +314,8 @@ def matched_grid(original: np.ndarray, entries: list[dict], box: tuple[int, int,
         if row is not None:
             a.set_ylabel(str(row), fontsize=8)
         for c, e in enumerate(row_entries, start=1):
-            panel(r, c, e["image"], entry_title(e), entry_caption(e, compact), "firebrick" if e.get("below_floor") else "black")
+            colour = "firebrick" if e.get("below_floor") else "black"
+            panel(r, c, e["image"], entry_title(e), entry_caption(e, compact), colour)
     if title:
         fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig_h, va="top")
     return fig
@@ -215,7 +326,8 @@ def _viewer_data(original, decoded) -> dict[str, tuple[np.ndarray, dict]]:
     if isinstance(original, dict):
         missing = set(original) - set(decoded)
         if missing:
-            raise ValueError(f"no decodes for image(s) {sorted(missing)}: decoded must map each image name to its decodes")
+            raise ValueError(f"no decodes for image(s) {sorted(missing)}: decoded must map each image "
+                             "name to its decodes")
         return {name: (np.asarray(img), dict(decoded[name])) for name, img in original.items()}
     return {"image": (np.asarray(original), dict(decoded))}
 
@@ -245,8 +357,9 @@ def interactive_frontend() -> bool:
     return bool(kernel is not None and getattr(kernel, "_allow_stdin", False))
 
 
-def comparison_viewer(original, decoded: dict, box: tuple[int, int, int, int] | None = None, zoom: int = 2,
-                      interactive: bool | None = None, image: str | None = None, title: str | None = None):
+def comparison_viewer(original, decoded: dict, box: tuple[int, int, int, int] | None = None,
+                      zoom: int = 2, interactive: bool | None = None, image: str | None = None,
+                      title: str | None = None):
     """Two decodes side by side: an ipywidgets viewer, or its static matplotlib fallback.
 
     `original`: an H×W×3 uint8 image with `decoded` = {(side, bitrate label): entry}, or several images
@@ -270,8 +383,11 @@ def comparison_viewer(original, decoded: dict, box: tuple[int, int, int, int] | 
             raise ValueError(f"unknown image {name!r}; choose from {list(data)}")
         img, dec = data[name]
         sides, levels = _sides_levels(dec)
-        entries = [{**dec[(s, lv)], "label": str(s), "row": str(lv)} for lv in levels for s in sides if (s, lv) in dec]
-        return matched_grid(img, entries, box=box, zoom=zoom, title=title if title is not None else (None if name == "image" else name))
+        entries = [{**dec[(s, lv)], "label": str(s), "row": str(lv)}
+                   for lv in levels for s in sides if (s, lv) in dec]
+        if title is None:
+            title = None if name == "image" else name
+        return matched_grid(img, entries, box=box, zoom=zoom, title=title)
     return _widget_viewer(data, box, zoom, title)
 
 
@@ -325,13 +441,15 @@ def _widget_viewer(data: dict, box, zoom: int, title: str | None):
             entry = dec.get((state["sides"][choice], state["levels"].get(level.value)))
         if entry is None:
             pics[i].value = b""
-            caps[i].value = f"<b>{html.escape(choice)}</b><br><i>not available at {html.escape(str(level.value))}</i>"
+            caps[i].value = (f"<b>{html.escape(choice)}</b><br><i>not available at "
+                             f"{html.escape(str(level.value))}</i>")
             return
         shown = zoom_crop(entry["image"], b, z) if view.value == "crop" else np.asarray(entry["image"])
         pics[i].value = _png(shown)
         colour = "firebrick" if entry.get("below_floor") else "black"
         name = html.escape(entry_title({**entry, "label": choice}))
-        numbers = html.escape(entry_caption(entry)).replace("\n", "<br>") if choice != ORIGINAL else "reference"
+        numbers = "reference" if choice == ORIGINAL else \
+            html.escape(entry_caption(entry)).replace("\n", "<br>")
         caps[i].value = f"<div style='color:{colour}'><b>{name}</b><br>{numbers}</div>"
 
     def redraw(*_):
@@ -347,4 +465,35 @@ def _widget_viewer(data: dict, box, zoom: int, title: str | None):
     if len(names) > 1:
         controls.insert(0, image_dd)
     header = [W.HTML(f"<h4>{html.escape(title)}</h4>")] if title else []
-    return W.VBox(header + controls + [W.HBox([W.VBox([caps[0], pics[0]]), W.VBox([caps[1], pics[1]])])])
+    sides = W.HBox([W.VBox([caps[0], pics[0]]), W.VBox([caps[1], pics[1]])])
+    return W.VBox(header + controls + [sides])
+
+
+# --- training curves (notebook 04) ------------------------------------------------------------------
+CURVE_PANELS = [("loss", "training loss L"), ("bpp", "rate (bpp)"), ("psnr", "PSNR (dB)"),
+                ("ms_ssim", "MS-SSIM"), ("lpips", "LPIPS (AlexNet)"), ("lr", "learning rate")]
+
+
+def training_curves(runs: dict[str, str | os.PathLike], smooth: int = 1):
+    """One panel per loss term (and the LR) against the step, one colour per run (its log.csv):
+    solid = training (mean over each logging window), dashed with markers = validation on the
+    Kodak crops."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.5))
+    for (name, run_dir), colour in zip(runs.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        log = pd.read_csv(Path(run_dir) / "log.csv")
+        tr, val = log[log["loss"].notna()], log[log["val_bpp"].notna()]
+        for ax, (term, label) in zip(axes.flat, CURVE_PANELS):
+            if tr[term].notna().any():
+                y = tr[term].rolling(smooth, min_periods=1).mean() if smooth > 1 else tr[term]
+                ax.plot(tr["step"], y, color=colour, lw=1.2, label=f"{name} (train)")
+            if f"val_{term}" in val and val[f"val_{term}"].notna().any():
+                ax.plot(val["step"], val[f"val_{term}"], "o--", color=colour, ms=3, lw=1,
+                        label=f"{name} (Kodak crops)")
+            ax.set(xlabel="step", title=label)
+    for term, ax in zip((t for t, _ in CURVE_PANELS), axes.flat):
+        if term in ("loss", "lr"):
+            ax.set_yscale("log")
+    handles, labels = axes.flat[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig

@@ -1,23 +1,193 @@
-"""Run the numbered notebook series headless with papermill (what `make study` does).
+"""The study: what every notebook starts from, its grid of trained models, and its headless run.
 
-Each notebook `notebooks/NN_name.ipynb` is executed top to bottom with `profile` injected into its
-`parameters` cell; the executed copy goes to `notebooks/executed/`. Wall times go to
-`results/study_timings.csv` (a full study starts its profile's rows afresh) so the README can state how
-long each profile takes.
+- `setup` gives a notebook its `Study`: the profile's row (lic_utils.profiles) and the folders it
+  reads and writes, with the calls the notebooks share (Kodak images, codec curves, training and
+  evaluating runs, saving tables).
+- `sweeps`, `train_runs` and `train_all`: the models each profile trains, in three groups.
+- `run_notebooks` executes the numbered series with papermill (`make study`): each notebook
+  `notebooks/NN_name.ipynb` runs top to bottom with `profile` injected into its `parameters` cell,
+  the executed copy goes to `notebooks/executed/`, and wall times to `results/study_timings.csv` (a
+  full study starts its profile's rows afresh) so the README can state how long each profile takes.
+- `redraw_figures` and `update_readme`: the figures and the README's results section from results/
+  alone (`make figures`).
 """
 from __future__ import annotations
 
 import ast
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lic_utils.errors import LicError
 from lic_utils.files import NOTEBOOKS_DIR, RESULTS_DIR
+from lic_utils.profiles import LOSS_VARIANTS, Profile, get_profile
 
-PROFILES = ("smoke", "cpu", "gpu")
 TIMINGS_CSV = RESULTS_DIR / "study_timings.csv"  # wall time of each step of the study, per profile
 
 
+# --- what a notebook starts from ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Study:
+    """What a notebook needs: its profile, the folders it reads and writes, and the shared calls."""
+
+    profile: Profile
+    results: Path
+    figures: Path
+    runs: Path
+
+    def md(self, text: str) -> None:
+        """Show prose with computed numbers as Markdown (the notebooks never type a number)."""
+        from IPython.display import Markdown, display
+
+        display(Markdown(text))
+
+    def save(self, table, name: str) -> Path:
+        """Write a table to results/`name` (atomically)."""
+        from lic_utils.files import atomic_to_csv
+
+        return atomic_to_csv(table, self.results / name)
+
+    def kodak_images(self) -> list:
+        """The profile's evaluation images: (name, H×W×3 uint8) of the first `images` Kodak images,
+        centre crops when the profile sets `crop`."""
+        from lic_utils import evaluate
+
+        return evaluate.kodak_images(self.profile.images, self.profile.crop)
+
+    def codec_curves(self, images: list):
+        """The classical codecs' mean RD curves on `images` (the profile's codecs and quality
+        settings), from results/baselines_kodak.csv: only settings missing there are measured."""
+        from lic_utils import evaluate
+
+        sweep = evaluate.codec_sweep(images, codecs_=self.profile.codecs,
+                                     n_qualities=self.profile.n_qualities,
+                                     cache=self.results / "baselines_kodak.csv", progress=False)
+        return evaluate.mean_curve(sweep)
+
+    def train(self, group: str, lmbdas=None):
+        """Train (or reuse) the runs of a group of the study (see `train_runs`): their index."""
+        return train_runs(self.profile, self.runs, group, progress=False, lmbdas=lmbdas)
+
+    def evaluate(self, index, images: list, matched: bool = True):
+        """Evaluate the finished runs of an index on `images` with real files, and (`matched`)
+        match the profile's codecs to each model's bytes: (learned rows, matched rows or None),
+        cached in results/ (lic_utils.evaluate.evaluate_runs)."""
+        from lic_utils import evaluate
+
+        codecs_ = list(self.profile.codecs) if self.profile.codecs else None
+        return evaluate.evaluate_runs(index, images, self.results, matched=matched, codecs_=codecs_,
+                                      progress=False)
+
+
+def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=None) -> Study:
+    """The one set-up call of every notebook: the profile's row, and results/, figures/, runs/
+    (the repository's unless a folder is given; created if missing). Also keeps CompressAI's import
+    notices out of the notebook and makes the plots use the study's theme."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit notices of compressai
+    from lic_utils import plots  # noqa: F401  (the study's theme)
+    from lic_utils.files import FIGURES_DIR, RUNS_DIR
+
+    s = Study(get_profile(profile), Path(results_dir or RESULTS_DIR),
+              Path(figures_dir or FIGURES_DIR), Path(runs_dir or RUNS_DIR))
+    s.results.mkdir(parents=True, exist_ok=True)
+    s.figures.mkdir(parents=True, exist_ok=True)
+    return s
+
+
+# --- the study's grid of trained models -----------------------------------------------------------
+GROUPS = ("main", "loss", "prior")
+
+
+def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
+    """The training grids of one group of the study (SweepSpec each), from the profile's row.
+
+    main:  factorized prior × the three loss variants × the profile's λ (the RD curves of notebook 05)
+    loss:  the profile's extra β/γ weights at the ablation λ (notebook 06)
+    prior: factorized-Gaussian and hyperprior, and the factorized prior without the learned
+           per-channel quantization scale, with MSE at the ablation λ (notebook 07)
+    """
+    from lic_utils.files import RUNS_DIR
+    from lic_utils.sweeps import SweepSpec
+
+    p = get_profile(profile)
+    if group not in GROUPS:
+        raise LicError(f"unknown group {group!r}; choose from {GROUPS}")
+    root = Path(runs_dir or RUNS_DIR)
+    out = str(root / f"study-{p.name}")
+    one = [p.ablation_lmbda]
+    if group == "main":
+        return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
+                          variants=dict(LOSS_VARIANTS), lmbdas=list(p.lmbdas))]
+    if group == "loss":
+        return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
+                          variants=dict(p.extra_variants), lmbdas=one)]
+    mse = {"mse": LOSS_VARIANTS["mse"]}
+    return [SweepSpec(profile=p.name, out=out, priors=["factorized-gaussian", "hyperprior"],
+                      variants=mse, lmbdas=one),
+            SweepSpec(profile=p.name, out=str(root / f"study-{p.name}-noscale"),
+                      priors=["factorized"], variants=mse, lmbdas=one,
+                      overrides={"channel_scale": False}, tag="noscale")]
+
+
+def ablation_sweep(profile: str | Profile, runs_dir=None):
+    """Notebook 04's grid: the three loss variants at the ablation λ (a subset of the main grid)."""
+    spec = sweeps(profile, runs_dir, "main")[0]
+    spec.lmbdas = [get_profile(profile).ablation_lmbda]
+    return spec
+
+
+def train_all(profile: str | Profile, runs_dir=None, progress: bool = True,
+              timings: Path | None = TIMINGS_CSV) -> int:
+    """Train every run of the study that is not finished, the profile's `workers` at a time, then
+    write each sweep's index.csv. `make study` calls it first; the notebooks then reuse the runs.
+    Returns the number of runs trained now."""
+    from lic_utils.sweeps import index_row, train_many, write_index
+    from lic_utils.train import run_status
+
+    p = get_profile(profile)
+    specs = [s for g in GROUPS for s in sweeps(p, runs_dir, g)]
+    jobs = {}
+    for spec in specs:
+        for name, _, cfg in spec.runs():
+            run_dir = Path(spec.out) / name
+            if run_status(run_dir) != "done":
+                jobs[run_dir] = cfg
+    print(f"[study] {len(jobs)} training run(s) to do for the {p.name} profile", flush=True)
+    start = time.perf_counter()
+    train_many(list(jobs.items()), p.workers, progress)
+    if jobs and timings is not None:
+        _log_timing(timings, f"train_all ({len(jobs)} runs)", p.name, time.perf_counter() - start)
+    for spec in specs:
+        root = Path(spec.out)
+        root.mkdir(parents=True, exist_ok=True)
+        write_index(root, [index_row(name, point, cfg, root / name)
+                           for name, point, cfg in spec.runs()])
+    return len(jobs)
+
+
+def train_runs(profile: str | Profile, runs_dir=None, group: str = "main", progress: bool = True,
+               lmbdas=None):
+    """Train (or reuse) the runs of a group, only those at `lmbdas` when given; returns their index
+    (name, prior, variant, λ, β, γ, channel_scale, status, final metrics, checkpoint) as a
+    DataFrame. Finished runs are not retrained."""
+    import pandas as pd
+
+    from lic_utils.sweeps import sweep
+
+    p = get_profile(profile)
+    frames = []
+    for spec in sweeps(p, runs_dir, group):
+        if lmbdas is not None:
+            spec.lmbdas = [lmbda for lmbda in spec.lmbdas if lmbda in lmbdas]
+        df = sweep(spec, progress=progress, workers=p.workers)
+        df["channel_scale"] = spec.overrides.get("channel_scale", True)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+# --- the notebook series, headless ----------------------------------------------------------------
 def notebook_paths(only=None, folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     """The numbered notebooks in order; `only` keeps those whose name starts with one of its prefixes."""
     paths = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
@@ -40,17 +210,15 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, progress: bool = T
             kernel_name="python3", progress_bar=progress, log_output=False,
         )
     except pm.PapermillExecutionError as e:
-        raise LicError(
-            f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} (executed copy with the traceback: {out})"
-        ) from None
+        raise LicError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
+                       f"(executed copy with the traceback: {out})") from None
     return out
 
 
-def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None, parameters: dict | None = None,
-                  timings: Path | None = TIMINGS_CSV) -> list[Path]:
+def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None,
+                  parameters: dict | None = None, timings: Path | None = TIMINGS_CSV) -> list[Path]:
     """Run the series in order with the given profile; returns the executed copies."""
-    if profile not in PROFILES:
-        raise LicError(f"unknown profile {profile!r}; choose from {PROFILES}")
+    get_profile(profile)  # an unknown profile fails here, before the first notebook
     out_dir = out_dir or NOTEBOOKS_DIR / "executed"
     params = {"profile": profile, **(parameters or {})}
     done = []
@@ -91,174 +259,88 @@ def _log_timing(csv_path: Path, notebook: str, profile: str, seconds: float) -> 
     atomic_to_csv(row, csv_path)
 
 
-# --- the study's matrix of trained models -------------------------------------------------------------
-# The three loss variants (MSE; + MS-SSIM; + LPIPS) are lic_utils.train.DEFAULT_VARIANTS.
-# Per profile: λ of the main RD curves (≥ 4 points, ≈0.1–0.5 bpp on Kodak for the cpu profile), the λ of
-# the single-point ablations (≈0.2 bpp), the extra β/γ settings of notebook 06, the Kodak images used,
-# the classical codecs compared (None: all five), and `crop` (None: full images). Smoke keeps the fast
-# codecs and 256×256 centre crops so that the tests take seconds. `workers`: runs trained at once by
-# `make study` (train_all), one process each: two one-thread runs on 2 cores beat one two-thread run.
-# Notebook 04 trains the three loss variants at the ablation λ (`ablation_sweep`).
-MATRIX = {
-    "smoke": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3], ablation_lmbda=4e-3, images=2, crop=256, codecs=["jpeg", "webp", "jpeg2000"],
-                  extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1),
-    "cpu": dict(lmbdas=[1.2e-2, 6e-3, 4e-3, 1.5e-3], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
-                extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=2),
-    "gpu": dict(lmbdas=[1.6e-2, 8e-3, 4e-3, 2e-3, 1e-3, 5e-4], ablation_lmbda=4e-3, images=24, crop=None, codecs=None,
-                extra_variants={"msssim-b0.2": {"beta": 0.2, "gamma": 0.0}, "lpips-g0.003": {"beta": 0.0, "gamma": 0.003},
-                                "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1),
-}
-GROUPS = ("main", "loss", "prior")
-
-
-def sweeps(profile: str, runs_dir=None, group: str = "main") -> list:
-    """The training grids of one group of the study (lic_utils.train.SweepSpec each).
-
-    main:  factorized prior × the three loss variants × the profile's λ (the RD curves of notebook 05)
-    loss:  extra β/γ weights at the ablation λ (notebook 06)
-    prior: factorized-Gaussian and hyperprior, and the factorized prior without the learned
-           per-channel quantization scale, with MSE at the ablation λ (notebook 07)
-    """
-    from lic_utils.files import RUNS_DIR
-    from lic_utils.train import DEFAULT_VARIANTS, SweepSpec
-
-    if profile not in MATRIX:
-        raise LicError(f"unknown profile {profile!r}; choose from {PROFILES}")
-    if group not in GROUPS:
-        raise LicError(f"unknown group {group!r}; choose from {GROUPS}")
-    m, root = MATRIX[profile], Path(runs_dir or RUNS_DIR)
-    out = str(root / f"study-{profile}")
-    one = [m["ablation_lmbda"]]
-    if group == "main":
-        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(DEFAULT_VARIANTS), lmbdas=m["lmbdas"])]
-    if group == "loss":
-        return [SweepSpec(profile=profile, out=out, priors=["factorized"], variants=dict(m["extra_variants"]), lmbdas=one)]
-    mse = {"mse": DEFAULT_VARIANTS["mse"]}
-    return [SweepSpec(profile=profile, out=out, priors=["factorized-gaussian", "hyperprior"], variants=mse, lmbdas=one),
-            SweepSpec(profile=profile, out=str(root / f"study-{profile}-noscale"), priors=["factorized"], variants=mse,
-                      lmbdas=one, overrides={"channel_scale": False}, tag="noscale")]
-
-
-def ablation_sweep(profile: str, runs_dir=None):
-    """Notebook 04's grid: the three loss variants at the ablation λ (a subset of the main grid)."""
-    spec = sweeps(profile, runs_dir, "main")[0]
-    spec.lmbdas = [MATRIX[profile]["ablation_lmbda"]]
-    return spec
-
-
-def train_all(profile: str, runs_dir=None, progress: bool = True,
-              timings: Path | None = TIMINGS_CSV) -> int:
-    """Train every run of the study that is not finished, `MATRIX[profile]["workers"]` at a time, then
-    write each sweep's index.csv. `make study` calls it first; the notebooks then reuse the runs.
-    Returns the number of runs trained now."""
-    from lic_utils.train import run_status, train_many, write_index, index_row
-
-    specs = [s for g in GROUPS for s in sweeps(profile, runs_dir, g)]
-    jobs = {}
-    for spec in specs:
-        for name, _, cfg in spec.runs():
-            run_dir = Path(spec.out) / name
-            if run_status(run_dir) != "done":
-                jobs[run_dir] = cfg
-    print(f"[study] {len(jobs)} training run(s) to do for the {profile} profile", flush=True)
-    start = time.perf_counter()
-    train_many(list(jobs.items()), MATRIX[profile]["workers"], progress)
-    if jobs and timings is not None:
-        _log_timing(timings, f"train_all ({len(jobs)} runs)", profile, time.perf_counter() - start)
-    for spec in specs:
-        Path(spec.out).mkdir(parents=True, exist_ok=True)
-        write_index(Path(spec.out), [index_row(name, point, cfg, Path(spec.out) / name) for name, point, cfg in spec.runs()])
-    return len(jobs)
-
-
-def train_runs(profile: str, runs_dir=None, group: str = "main", progress: bool = True):
-    """Train (or reuse) the runs of a group; returns their index (name, prior, variant, λ, β, γ,
-    channel_scale, status, final metrics, checkpoint) as a DataFrame. Finished runs are not retrained."""
-    import pandas as pd
-
-    from lic_utils.train import sweep
-
-    frames = []
-    for spec in sweeps(profile, runs_dir, group):
-        df = sweep(spec, progress=progress, workers=MATRIX[profile]["workers"])
-        df["channel_scale"] = spec.overrides.get("channel_scale", True)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True)
-
-
-def redraw_figures(results_dir=None, figures_dir=None) -> list[Path]:
-    """Redraw the RD figures from the tables in results/ alone (no training, no codec runs): `make figures`."""
+# --- `make figures`: figures and the README's results section from results/ alone -----------------
+def redraw_figures(results_dir=None, figures_dir=None, profile: str = "cpu") -> list[Path]:
+    """Redraw the RD figures from the tables in results/ alone (no training, no codec runs), with
+    the same figure functions as the notebooks; `profile` names the ablation λ of figure 07."""
+    import matplotlib.pyplot as plt
     import pandas as pd
 
     from lic_utils import evaluate, plots
-    from lic_utils.files import FIGURES_DIR, RESULTS_DIR
+    from lic_utils.files import FIGURES_DIR
 
     results_dir, figures_dir = Path(results_dir or RESULTS_DIR), Path(figures_dir or FIGURES_DIR)
     baselines_csv, learned_csv = results_dir / "baselines_kodak.csv", results_dir / "learned_kodak.csv"
     if not baselines_csv.exists():
         raise LicError(f"{baselines_csv} is missing: run `make study` (or notebook 00) first")
-    written = []
     baselines = pd.read_csv(baselines_csv)
-    curves = evaluate.mean_curve(baselines)
-    fig = plots.rd_curves(curves, title=f"Classical codecs on Kodak ({baselines.image.nunique()} images, real files)",
-                          xlim=(0, 1.6))
-    written.append(plots.save(fig, figures_dir / "00_rd_baselines.png"))
+    written = [plots.baselines_figure(evaluate.mean_curve(baselines), figures_dir)]
     if learned_csv.exists():
-        learned = pd.read_csv(learned_csv)
+        learned = evaluate.read_rows(learned_csv)
         points = evaluate.learned_points(learned)
         curves = evaluate.mean_curve(baselines[baselines.image.isin(learned.image.unique())])
-        main = points[points.family.map(points.family.value_counts()) >= 2]
-        fig = plots.rd_curves(evaluate.rd_table(points, curves), hue="curve",
-                              title=f"Kodak ({learned.image.nunique()} images): learned models and classical codecs, real files",
-                              xlim=(0, max(1.0, 1.2 * points["bpp"].max())))
-        written.append(plots.save(fig, figures_dir / "05_rd_curves.png"))
-        fig = plots.rd_curves(evaluate.rd_table(main, curves), hue="curve",
-                              title="The study in one figure: Kodak, real files", xlim=(0, 0.8))
-        written.append(plots.save(fig, figures_dir / "09_summary_rd.png"))
+        written += [plots.learned_figure(points, curves, figures_dir),
+                    plots.loss_ablation_figure(points, curves, figures_dir),
+                    plots.prior_ablation_figure(points, curves, get_profile(profile).ablation_lmbda,
+                                                figures_dir),
+                    plots.summary_figure(points, curves, figures_dir)]
+        if (results_dir / "matched_kodak.csv").exists():
+            matched = evaluate.read_rows(results_dir / "matched_kodak.csv")
+            written.append(plots.matched_figure(points, matched, figures_dir))
+    plt.close("all")
     return written
 
 
-# --- the README's results section (computed from results/, never typed) -------------------------------
-README_BEGIN, README_END = "<!-- BEGIN study-results (written by `make figures` from results/) -->", "<!-- END study-results -->"
+README_BEGIN = "<!-- BEGIN study-results (written by `make figures` from results/) -->"
+README_END = "<!-- END study-results -->"
 
 
 def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> str:
     """Markdown for the README: the key figure, where the learned models stand against each codec
-    (summary_standing.csv and summary_verdicts.csv, notebook 09) and how long each step of the study took (study_timings.csv)."""
+    (summary_standing.csv and summary_verdicts.csv, written by compare.summarize in notebook 09)
+    and how long each step of the study took (study_timings.csv)."""
     import pandas as pd
 
     from lic_utils.files import FIGURES_DIR
 
     results_dir = Path(results_dir or RESULTS_DIR)
     key_figure = Path(figures_dir or FIGURES_DIR) / "09_summary_rd.png"
-    parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] if key_figure.exists() else []
+    parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] \
+        if key_figure.exists() else []
     standing_csv = results_dir / "summary_standing.csv"
     if standing_csv.exists():
         s = pd.read_csv(standing_csv).dropna(subset=["d_psnr"])
-        parts += ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD curves interpolated at "
-                  "each bitrate, the best learned curve taken per metric; PSNR in dB; LPIPS is lower-is-better, so a "
-                  "negative Δ LPIPS favours the learned model; – where a curve does not reach the bitrate):", "",
-                  "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in sorted(s.bpp.unique())) + " |",
-                  "|---|" + "---|" * s.bpp.nunique()]
+        bpps = sorted(s.bpp.unique())
+        parts += ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD "
+                  "curves interpolated at each bitrate, the best learned curve taken per metric; PSNR "
+                  "in dB; LPIPS is lower-is-better, so a negative Δ LPIPS favours the learned model; – "
+                  "where a curve does not reach the bitrate):", "",
+                  "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in bpps) + " |",
+                  "|---|" + "---|" * len(bpps)]
         for codec, g in s.groupby("codec"):
-            cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}" for r in g.to_dict("records")}
-            parts.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in sorted(s.bpp.unique())) + " |")
+            cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}"
+                     for r in g.to_dict("records")}
+            parts.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in bpps) + " |")
         parts.append("")
     else:
         parts += ["*No summary table yet: run `make study`.*", ""]
     verdicts_csv = results_dir / "summary_verdicts.csv"
     if verdicts_csv.exists():
-        v = pd.read_csv(verdicts_csv, converters={c: ast.literal_eval for c in
-                                                  ("wins_psnr", "loses_psnr", "wins_lpips", "loses_lpips")})
-        parts += ["At equal bytes, image by image (every learned model point against each codec set per image to the "
-                  "same file size; a win is being better on more than half of the images):", ""]
+        lists = ("wins_psnr", "loses_psnr", "wins_lpips", "loses_lpips")
+        v = pd.read_csv(verdicts_csv, converters={c: ast.literal_eval for c in lists})
+        parts += ["At equal bytes, image by image (every learned model point against each codec set "
+                  "per image to the same file size; a win is being better on more than half of the "
+                  "images):", ""]
         for codec, g in v.groupby("codec"):
             said = []
             for q, unit, fmt in (("psnr", " dB", "+.2f"), ("lpips", "", "+.3f")):
-                wins = [f"{r['family']} at {b:.2f} bpp" for r in g.to_dict("records") for b in r[f"wins_{q}"]]
-                n = sum(len(r[f"wins_{q}"]) + len(r[f"loses_{q}"]) for r in g.to_dict("records"))
-                said.append(f"{q.upper()} better at {len(wins)} of {n} points" + (f" ({'; '.join(wins)})" if wins else "")
-                            + f", Δ {g[f'd_{q}_min'].min():{fmt}} to {g[f'd_{q}_max'].max():{fmt}}{unit}")
+                records = g.to_dict("records")
+                wins = [f"{r['family']} at {b:.2f} bpp" for r in records for b in r[f"wins_{q}"]]
+                n = sum(len(r[f"wins_{q}"]) + len(r[f"loses_{q}"]) for r in records)
+                said.append(f"{q.upper()} better at {len(wins)} of {n} points"
+                            + (f" ({'; '.join(wins)})" if wins else "")
+                            + f", Δ {g[f'd_{q}_min'].min():{fmt}} to "
+                              f"{g[f'd_{q}_max'].max():{fmt}}{unit}")
             parts.append(f"* **{codec}**: " + "; ".join(said) + ".")
         parts.append("")
     timings_csv = results_dir / "study_timings.csv"
@@ -266,7 +348,8 @@ def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> 
         t = pd.read_csv(timings_csv)
         t = t[t.profile == profile]
         if len(t):
-            parts += [f"Wall time of the `{profile}` study on 2 CPU cores, step by step (`results/study_timings.csv`):", "",
+            parts += [f"Wall time of the `{profile}` study on 2 CPU cores, step by step "
+                      "(`results/study_timings.csv`):", "",
                       "| step | minutes | finished |", "|---|---|---|"]
             parts += [f"| {r.notebook} | {r.seconds / 60:.1f} | {r.finished} |" for r in t.itertuples()]
             parts += [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
@@ -280,8 +363,10 @@ def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_d
     readme = Path(readme or REPO / "README.md")
     text = readme.read_text()
     if README_BEGIN not in text or README_END not in text:
-        raise LicError(f"{readme} has no results section: add the lines {README_BEGIN!r} and {README_END!r}")
+        raise LicError(f"{readme} has no results section: add the lines {README_BEGIN!r} and "
+                       f"{README_END!r}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    atomic_write_text(readme, head + README_BEGIN + "\n" + readme_results(results_dir, profile, figures_dir) + README_END + tail)
+    section = readme_results(results_dir, profile, figures_dir)
+    atomic_write_text(readme, head + README_BEGIN + "\n" + section + README_END + tail)
     return readme

@@ -25,13 +25,15 @@ def tiny(prior="factorized", seed=0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Tiny codecs (N=8, M=12) trained 200 steps on BSDS500 crops, one checkpoint per prior (~15 s in all)."""
-    images = models.training_images(8)
+    from lic_utils import train
+
     out = {}
     for prior in models.PRIORS:
-        torch.manual_seed(0)
-        m = models.build_model({"prior": prior, **TINY})
-        models.quick_train(m, images, steps=200, lmbda=0.01, batch=8, crop=64, seed=0)
-        out[prior] = models.save_checkpoint(tmp_path_factory.mktemp(prior) / "checkpoint.pt", m)
+        cfg = train.TrainConfig.for_profile("smoke", prior=prior, **TINY, steps=200, batch=8, lmbda=1.5e-3,
+                                            num_val_crops=0, progress=False)
+        run = tmp_path_factory.mktemp(prior)
+        train.train(cfg, run)
+        out[prior] = run / "checkpoint.pt"
     return out
 
 

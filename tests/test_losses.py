@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lic_utils import losses
+from lic_utils.errors import LicError
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_terms_add_up_and_zero_weights_are_not_computed(crops):
 def test_lpips_stays_frozen_and_out_of_the_loss_module(crops):
     from lic_utils import metrics
 
-    fn = losses.RateDistortionLoss(0.01, beta=0.1, gamma=0.1)
+    fn = losses.RateDistortionLoss(losses.LossConfig(0.01, beta=0.1, gamma=0.1))
     assert list(fn.parameters()) == []
     x_hat = crops.flip(-1).requires_grad_(True)
     fn({"x_hat": x_hat, "likelihoods": {"y": torch.full((2, 4, 8, 8), 0.5)}}, crops)["loss"].backward()
@@ -78,6 +79,16 @@ def test_lpips_stays_frozen_and_out_of_the_loss_module(crops):
     assert all(not p.requires_grad and p.grad is None for p in net.parameters())
 
 
-def test_negative_weights_are_refused():
-    with pytest.raises(ValueError):
-        losses.RateDistortionLoss(-1e-3)
+def test_the_module_computes_rd_loss_with_its_config(crops):
+    out = {"x_hat": crops.flip(-1), "likelihoods": {"y": torch.full((2, 4, 8, 8), 0.5)}}
+    cfg = losses.LossConfig(lmbda=0.004, beta=0.1)
+    got, expect = losses.RateDistortionLoss(cfg)(out, crops), losses.rd_loss(out, crops, 0.004, beta=0.1)
+    assert got["loss"].item() == expect["loss"].item() and math.isnan(got["lpips"].item())
+
+
+@pytest.mark.parametrize("weights", [{"lmbda": -1e-3}, {"beta": float("nan")}, {"gamma": float("inf")},
+                                     {"lmbda": "0.01"}, {"beta": True}])
+def test_weights_must_be_finite_numbers_not_below_zero(weights):
+    with pytest.raises(LicError, match="must be a finite number ≥ 0"):
+        losses.LossConfig(**weights)
+    assert losses.LossConfig(lmbda=0).lmbda == 0  # λ = 0: a plain autoencoder

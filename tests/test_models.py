@@ -1,11 +1,12 @@
 """The learned codec (lic_utils.models): config, padding, exact roundtrips, quantizers, scales, checkpoints."""
+import io
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from lic_utils import models
+from lic_utils import coding, layers, models, priors
 from lic_utils.errors import LicError
 
 TINY = {"N": 8, "M": 12}
@@ -61,7 +62,7 @@ def test_inference_gdn_gives_compressai_gdn_numbers():
 
     torch.manual_seed(0)
     for inverse in (False, True):
-        ours, ref = models.InferenceGDN(6, inverse=inverse), GDN(6, inverse=inverse)
+        ours, ref = layers.InferenceGDN(6, inverse=inverse), GDN(6, inverse=inverse)
         with torch.no_grad():
             ref.gamma.add_(0.05 * torch.rand_like(ref.gamma))
             ref.beta.add_(0.1 * torch.rand_like(ref.beta))
@@ -85,12 +86,11 @@ def test_transforms_follow_the_paper():
     assert all(isinstance(l, GDN) and not l.inverse for l in m.g_a[1::2]) and len(m.g_a) == 7
     y = m.g_a(torch.rand(1, 3, 64, 128))
     assert y.shape == (1, 24, 4, 8) and m.prior.h_a(y).shape == (1, 16, 1, 2)
-    assert models.PAPER_SIZE == {"N": 128, "M": 192}
 
 
 def test_subpixel_form_of_the_last_layer_is_the_same_transposed_convolution():
     torch.manual_seed(0)
-    layer = models.SubpixelConvTranspose2d(16, 3)
+    layer = layers.SubpixelConvTranspose2d(16, 3)
     x = torch.randn(2, 16, 9, 13, requires_grad=True)
     reference = torch.nn.functional.conv_transpose2d(x, layer.weight, layer.bias, stride=2, padding=2, output_padding=1)
     assert torch.equal(layer.train()(x), reference)
@@ -115,7 +115,7 @@ def test_odd_sizes_pad_and_crop(prior, size):
     c, x_hat = roundtrip(m, x)
     assert c["image_size"] == size and tuple(c["shape"]) == m.coded_shape(*size)
     assert torch.equal(x_hat, out["x_hat"])
-    assert models.pad_to_multiple(x, 64).shape[-2:] == tuple(-(-s // 64) * 64 for s in size)
+    assert layers.pad_to_multiple(x, 64).shape[-2:] == tuple(-(-s // 64) * 64 for s in size)
 
 
 def test_training_output_is_not_clamped_and_bpp_per_original_pixel():
@@ -150,7 +150,7 @@ def test_decode_equals_eval_forward(prior, quantizer, channel_scale, kodim01):
 # --- quantizers -------------------------------------------------------------------------------------
 def test_ste_rounds_forward_and_passes_gradient():
     v = torch.linspace(-3, 3, 101, requires_grad=True)
-    q = models.ste_round(v)
+    q = priors.ste_round(v)
     assert torch.equal(q, torch.round(v.detach()))
     (q * torch.arange(101.0)).sum().backward()
     assert torch.equal(v.grad, torch.arange(101.0))
@@ -160,7 +160,7 @@ def test_ste_rounds_forward_and_passes_gradient():
 def test_noise_stays_within_half_a_step():
     torch.manual_seed(0)
     v = torch.randn(100_000)
-    d = models.uniform_noise(v) - v
+    d = priors.uniform_noise(v) - v
     assert d.abs().max() <= 0.5 and d.std() == pytest.approx(12**-0.5, rel=0.02) and d.mean().abs() < 0.01
 
 
@@ -170,7 +170,7 @@ def test_rounding_is_exact_at_inference_on_the_coders_grid():
         m.prior.mean.copy_(torch.linspace(-0.4, 0.4, 12))
     v = torch.randn(1, 12, 5, 7) * 3
     center = m.prior.center()
-    q = models.quantize(v, "round", center)
+    q = priors.quantize(v, "round", center)
     assert torch.equal(q, torch.round(v - center) + center)  # what the coder reconstructs: symbol + centre
     assert torch.allclose(q - center, torch.round(v - center), atol=1e-6) and (q - v).abs().max() <= 0.5 + 1e-6
     m.eval()
@@ -198,9 +198,9 @@ def test_training_proxies_carry_gradients(quantizer):
 
 def test_one_noise_draw_serves_rate_and_reconstruction():
     v = torch.randn(2, 4, 5, 5)
-    for_rate, for_decoder = models.quantize_pair(v, ("noise", "noise"))
+    for_rate, for_decoder = priors.quantize_pair(v, ("noise", "noise"))
     assert for_rate is for_decoder and not torch.equal(for_rate, v)
-    for_rate, for_decoder = models.quantize_pair(v, ("noise", "ste"))  # mixed
+    for_rate, for_decoder = priors.quantize_pair(v, ("noise", "ste"))  # mixed
     assert torch.equal(for_decoder, torch.round(v)) and (for_rate - v).abs().max() <= 0.5
 
 
@@ -213,10 +213,10 @@ def test_noise_proxy_prices_the_values_the_decoder_gets(prior):
     assert not torch.equal(v_hat, torch.round(v_hat))
     with torch.no_grad():
         if prior == "factorized":
-            again = models.bottleneck_likelihood(m.prior.entropy_bottleneck, v_hat)
+            again = coding.bottleneck_likelihood(m.prior.entropy_bottleneck, v_hat)
         else:
             scales = m.prior.scale().reshape(1, -1, 1, 1).expand_as(v_hat)
-            again = models.gaussian_likelihood(m.prior.gaussian_conditional, v_hat, scales, m.prior.center())
+            again = coding.gaussian_likelihood(m.prior.gaussian_conditional, v_hat, scales, m.prior.center())
     assert torch.equal(again, lik["y"])
 
 
@@ -290,7 +290,7 @@ def test_checkpoint_roundtrip(prior, tmp_path):
     x = torch.rand(1, 3, 40, 70)
     m = one_training_step(tiny(prior, "ste"), x)
     m.update(force=True)
-    extra = {"step": 7, "rng": np.random.get_state(), "opt": {"lr": torch.tensor(1e-3)}}
+    extra = {"step": 7, "rng": [torch.get_rng_state(), [1, 2]], "opt": {"lr": torch.tensor(1e-3)}}
     path = models.save_checkpoint(tmp_path / "ckpt.pt", m, extra=extra)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary file
     loaded = models.load_checkpoint(path)
@@ -299,7 +299,8 @@ def test_checkpoint_roundtrip(prior, tmp_path):
     c = m.compress(x)
     assert torch.equal(loaded.decompress(c["strings"], c["shape"], c["image_size"]), m.eval()(x)["x_hat"])
     got = models.load_checkpoint_extra(path)
-    assert got["step"] == 7 and np.array_equal(got["rng"][1], extra["rng"][1]) and torch.equal(got["opt"]["lr"], extra["opt"]["lr"])
+    assert got["step"] == 7 and torch.equal(got["rng"][0], extra["rng"][0]) and got["rng"][1] == [1, 2]
+    assert torch.equal(got["opt"]["lr"], extra["opt"]["lr"])
     models.save_checkpoint(tmp_path / "bare.pt", m)
     assert models.load_checkpoint_extra(tmp_path / "bare.pt") is None
 
@@ -352,10 +353,26 @@ def test_fingerprint_follows_the_weights():
     assert m.fingerprint() != fp
 
 
-def test_quick_train_lowers_the_loss():
-    images = [torch.rand(3, 80, 80) * 0.2 + torch.linspace(0, 0.8, 80) for _ in range(4)]
-    m = tiny("hyperprior")
-    hist = models.quick_train(m, images, steps=40, lmbda=0.01, batch=4, crop=64, record_every=5)
-    assert hist[-1]["loss"] < hist[0]["loss"] and not m.training and m.coder_ready()
-    ae = models.quick_train(tiny(), images, steps=10, lmbda=None, batch=2, crop=32, record_every=10)
-    assert ae[-1]["loss"] == pytest.approx(ae[-1]["mse"])
+class _Planted:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_planted_training_state_is_refused_without_running_code(tmp_path):
+    """A genuine checkpoint whose `extra` blob was swapped for a malicious pickle: resuming reads it
+    with weights_only=True, so the pickle is refused and never runs."""
+    m = tiny()
+    path = models.save_checkpoint(tmp_path / "ckpt.pt", m, extra={"step": 1})
+    ckpt = torch.load(path, weights_only=True)
+    buf = io.BytesIO()
+    torch.save({"step": 1, "evil": _Planted(tmp_path / "pwned")}, buf)
+    ckpt["extra"] = buf.getvalue()
+    torch.save(ckpt, path)
+    with pytest.raises(LicError, match="not plain data"):
+        models.load_checkpoint_extra(path)
+    assert not (tmp_path / "pwned").exists()

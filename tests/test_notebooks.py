@@ -60,3 +60,10 @@ def test_train_all_reuses_the_notebooks_runs(study_dirs):
     index = pd.read_csv(runs / "study-smoke-noscale" / "index.csv")
     assert index.set_index("name").loc[gone.name, "status"] == "done"
     assert len(pd.read_csv(runs / "study-smoke" / "index.csv")) == 4 * 3 + 1 + 2  # main + loss + prior groups
+
+
+def test_make_figures_redraws_the_notebooks_figures(study_dirs, tmp_path):
+    """`make figures` draws from results/ alone with the notebooks' own figure functions: the same PNGs,
+    byte for byte."""
+    for path in study.redraw_figures(study_dirs["results"], tmp_path, "smoke"):
+        assert path.read_bytes() == (study_dirs["figures"] / path.name).read_bytes(), path.name

@@ -1,6 +1,8 @@
-"""Figures of the matched-bitrate comparison (plots.matched_grid, plots.comparison_viewer) on synthetic images."""
+"""The study's figures: the RD figures drawn from tables (one function per committed figure), and the
+matched-bitrate comparison (plots.matched_grid, plots.comparison_viewer) on synthetic images."""
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from lic_utils import plots
@@ -126,3 +128,60 @@ def _walk(widget):
     for child in getattr(widget, "children", ()):
         out += _walk(child)
     return out
+
+
+# --- the study's figures (one function per committed figure) --------------------------------------
+def _points():
+    """Learned points: an MSE and an LPIPS curve (λ = 0.008, 0.004), the MSE model without its
+    scale and a hyperprior at λ = 0.004, and one more LPIPS weight as a single point."""
+    rows = []
+    for prior, beta, gamma, scale, lmbdas in (("factorized", 0.0, 0.0, True, (0.008, 0.004)),
+                                              ("factorized", 0.0, 0.002, True, (0.008, 0.004)),
+                                              ("factorized", 0.0, 0.03, True, (0.004,)),
+                                              ("factorized", 0.0, 0.0, False, (0.004,)),
+                                              ("hyperprior", 0.0, 0.0, True, (0.004,))):
+        for lmbda in lmbdas:
+            bpp = 0.8 / (1000 * lmbda)
+            rows += [{"model": f"{prior}-{gamma}-{scale}-{lmbda}", "fingerprint": f"{prior}{gamma}{scale}{lmbda}",
+                      "image": im, "prior": prior, "beta": beta, "gamma": gamma, "channel_scale": scale,
+                      "lmbda": lmbda, "bpp": bpp, "psnr": 25 + 10 * bpp, "ms_ssim": 0.9, "lpips": 0.3}
+                     for im in ("a", "b")]
+    return pd.DataFrame(rows)
+
+
+def _codec_curves():
+    from lic_utils import evaluate
+
+    rows = [{"codec": c, "quality": q, "image": "a", "bpp": q / 10, "psnr": 20 + q, "ms_ssim": 0.9, "lpips": 0.3}
+            for c in ("jpeg", "webp", "avif", "jpeg2000") for q in (1, 2, 4)]
+    return evaluate.mean_curve(pd.DataFrame(rows))
+
+
+def _curves_drawn(path) -> set:
+    assert path.exists()
+    fig = plt.gcf()
+    return {t.get_text() for t in fig.axes[-1].get_legend().get_texts()}
+
+
+def test_rd_figures_draw_the_models_each_figure_is_about(tmp_path):
+    from lic_utils import evaluate
+
+    learned = _points()
+    points = evaluate.learned_points(learned)
+    mse, lpips = "factorized · mse", "factorized · mse +lpips γ=0.002"
+    codecs_ = {"jpeg", "webp", "avif", "jpeg2000"}
+    assert _curves_drawn(plots.learned_figure(points, _codec_curves(), tmp_path)) == {mse, lpips} | codecs_
+    assert _curves_drawn(plots.summary_figure(points, _codec_curves(), tmp_path)) == {mse, lpips} | codecs_
+    assert _curves_drawn(plots.loss_ablation_figure(points, _codec_curves(), tmp_path)) == \
+        {mse, lpips, "factorized · mse +lpips γ=0.03", "webp", "avif"}
+    assert _curves_drawn(plots.prior_ablation_figure(points, _codec_curves(), 0.004, tmp_path)) == \
+        {mse, "factorized · mse · no scale", "hyperprior · mse", "webp", "jpeg2000"}
+    matched = learned.assign(codec="webp", below_floor=False)
+    drawn = _curves_drawn(plots.matched_figure(points, matched, tmp_path))
+    assert drawn == {mse, lpips, "webp"}
+    lengths = sorted(len(line.get_xdata()) for line in plt.gcf().axes[0].get_lines() if len(line.get_xdata()))
+    assert lengths == [2, 2, 4]  # WebP: one point per model of the two curves, not the single points
+    plots.baselines_figure(_codec_curves(), tmp_path)
+    assert plt.gcf()._suptitle.get_text() == "Classical codecs on Kodak (1 images, real files)"
+    assert {p.name for p in tmp_path.iterdir()} == {"05_rd_curves.png", "09_summary_rd.png", "06_loss_ablation.png",
+                                                    "07_prior_ablation.png", "05_matched.png", "00_rd_baselines.png"}

@@ -1,9 +1,13 @@
-"""The README's results section is computed from results/ (never typed) and rewritten in place."""
+"""The study: what a notebook starts from (setup and its Study), the grid of runs each profile
+trains, and the README's results section, computed from results/ (never typed) and rewritten in place."""
+import dataclasses
+
 import pandas as pd
 import pytest
 
 from lic_utils import study
 from lic_utils.errors import LicError
+from lic_utils.profiles import PROFILES, get_profile
 
 
 def test_readme_results_section_comes_from_the_tables(tmp_path):
@@ -45,7 +49,7 @@ def test_readme_without_the_markers_is_refused(tmp_path):
         study.update_readme(readme, tmp_path)
 
 
-@pytest.mark.parametrize("profile", study.PROFILES)
+@pytest.mark.parametrize("profile", PROFILES)
 def test_every_run_of_the_study_has_its_own_name(profile):
     """Tables key rows by run name: two runs of different settings must never share one (the no-scale
     ablation once shared `factorized-mse-l0.004` with the main run and the two were averaged together)."""
@@ -65,3 +69,42 @@ def test_a_full_study_starts_its_profiles_timings_afresh(tmp_path):
     t = pd.read_csv(csv)
     assert sorted(t.notebook) == ["00_data_and_baselines.ipynb", "train_all (16 runs)"]
     assert t[t.profile == "cpu"].seconds.tolist() == [60.0]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_grid_comes_from_the_profile(profile, tmp_path):
+    p = get_profile(profile)
+    main = study.sweeps(profile, tmp_path, "main")[0]
+    assert main.lmbdas == list(p.lmbdas) and list(main.variants) == ["mse", "msssim", "lpips"]
+    assert study.sweeps(profile, tmp_path, "loss")[0].variants == p.extra_variants
+    priors = {prior for spec in study.sweeps(profile, tmp_path, "prior") for prior in spec.priors}
+    assert priors == {"factorized-gaussian", "hyperprior", "factorized"}
+    assert study.ablation_sweep(profile, tmp_path).lmbdas == [p.ablation_lmbda]
+    assert main.out == str(tmp_path / f"study-{profile}")
+
+
+def test_setup_gives_the_profile_its_folders_and_its_evaluation_set(tmp_path, monkeypatch):
+    s = study.setup("smoke", tmp_path / "r", tmp_path / "f", tmp_path / "runs")
+    assert s.profile is get_profile("smoke") and s.results.is_dir() and s.figures.is_dir()
+    s = dataclasses.replace(s, profile=dataclasses.replace(s.profile, images=1, n_qualities=2))
+    images = s.kodak_images()
+    assert [name for name, _ in images] == ["kodim01-c256"] and images[0][1].shape == (256, 256, 3)
+    curves = s.codec_curves(images)
+    assert sorted(curves.codec.unique()) == ["jpeg", "jpeg2000", "webp"] and len(curves) == 3 * 2
+    from lic_utils import evaluate
+
+    monkeypatch.setattr(evaluate, "measure", lambda *a: pytest.fail("a cached setting was measured again"))
+    pd.testing.assert_frame_equal(s.codec_curves(images).drop(columns=["encode_ms", "decode_ms"]),
+                                  curves.drop(columns=["encode_ms", "decode_ms"]))
+    assert s.save(curves, "t.csv") == tmp_path / "r" / "t.csv" and len(pd.read_csv(tmp_path / "r" / "t.csv")) == 6
+
+
+def test_cli_figures_redraws_from_a_results_folder(tmp_path, capsys):
+    from lic_utils import cli
+
+    rows = [{"image": "a", "codec": c, "quality": q, "bpp": q / 10, "psnr": 20 + q, "ms_ssim": 0.9, "lpips": 0.3}
+            for c in ("jpeg", "webp") for q in (1, 2)]
+    pd.DataFrame(rows).to_csv(tmp_path / "baselines_kodak.csv", index=False)
+    assert cli.main(["figures", "--results", str(tmp_path), "--figures", str(tmp_path / "f"),
+                     "--profile", "smoke"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "f" / "00_rd_baselines.png")]

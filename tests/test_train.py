@@ -1,18 +1,22 @@
-"""The trainer: smoke runs learn, resume is exact, the guard survives NaNs, DDP ranks agree, sweeps skip."""
+"""The trainer: configs nest and validate, smoke runs learn, resume is exact, the guard survives NaNs,
+DDP ranks agree."""
+import io
 import json
 import math
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
-from lic_utils import train
+from lic_utils import distributed, profiles, train
 from lic_utils.errors import LicError
 from lic_utils.files import REPO
+from lic_utils.losses import LossConfig
+from lic_utils.models import ModelConfig
 
 # Fast settings on top of the smoke profile: no Kodak validation unless a test asks for it.
 FAST = dict(progress=False, num_val_crops=0, device="cpu")
@@ -31,15 +35,17 @@ def params_of(run_dir):
 # --- configuration ---------------------------------------------------------------------------------
 def test_profiles_files_and_overrides(tmp_path):
     gpu = train.TrainConfig.for_profile("gpu")
-    assert (gpu.N, gpu.M, gpu.crop, gpu.batch) == (128, 192, 256, 16) and gpu.steps >= 200_000
+    assert (gpu.model.N, gpu.model.M, gpu.crop, gpu.batch) == (128, 192, 256, 16) and gpu.steps >= 200_000
     cpu = train.TrainConfig.for_profile("cpu", lmbda=0.01, steps=None)
-    assert cpu.lmbda == 0.01 and cpu.steps == train.TrainConfig().steps
-    assert train.TrainConfig.for_profile("smoke").steps < 100
+    assert cpu.loss.lmbda == 0.01 and cpu.steps == train.TrainConfig().steps
+    assert train.TrainConfig.for_profile("smoke").steps == profiles.PROFILES["smoke"].train["steps"]
 
     f = tmp_path / "c.yaml"
     f.write_text("profile: smoke\nprior: hyperprior\nlr: 5e-4\nsteps: 7\n")  # YAML reads 5e-4 as a string
     cfg = train.TrainConfig.from_file(f, steps=9)
-    assert (cfg.prior, cfg.lr, cfg.steps, cfg.N) == ("hyperprior", 5e-4, 9, train.PROFILES["smoke"]["N"])
+    assert (cfg.model.prior, cfg.lr, cfg.steps, cfg.model.N) == ("hyperprior", 5e-4, 9,
+                                                                 profiles.PROFILES["smoke"].train["N"])
+    assert train.TrainConfig.from_file(f, profile="cpu").model.N == ModelConfig().N  # --profile wins
     j = tmp_path / "c.json"
     j.write_text(json.dumps(cfg.to_dict()))
     assert train.TrainConfig.from_file(j) == cfg
@@ -47,13 +53,61 @@ def test_profiles_files_and_overrides(tmp_path):
     with pytest.raises(LicError, match="unknown training option"):
         train.TrainConfig.for_profile("cpu", lambda_=1)
     with pytest.raises(LicError, match="unknown prior"):
-        train.TrainConfig(prior="gaussian-mixture")
+        train.TrainConfig.for_profile("cpu", prior="gaussian-mixture")
     with pytest.raises(LicError, match="multiples of 64"):
-        train.TrainConfig(prior="hyperprior", crop=80)
+        train.TrainConfig.for_profile("cpu", prior="hyperprior", crop=80)
+
+
+def test_config_nests_model_and_loss_and_takes_flat_keys():
+    cfg = train.TrainConfig.from_dict({"N": 16, "lmbda": "2e-3", "gamma": 0, "steps": 1e4, "quantizer": "ste"})
+    assert cfg.model == ModelConfig(N=16, quantizer="ste") and cfg.loss == LossConfig(lmbda=2e-3)
+    assert cfg.steps == 10_000 and isinstance(cfg.steps, int) and isinstance(cfg.loss.gamma, float)
+    nested = cfg.to_dict()
+    assert nested["model"]["N"] == 16 and nested["loss"]["lmbda"] == 2e-3 and "N" not in nested
+    assert train.TrainConfig.from_dict(nested) == cfg  # config.json round trip
+    assert train.TrainConfig.from_dict(cfg.flat()) == cfg  # flat round trip
+    assert train.TrainConfig.from_dict({**nested, "N": 32}).model.N == 32  # a flat key wins
+    assert cfg.replace(M=40).model.M == 40 and cfg.replace(lmbda=0.0).loss.lmbda == 0.0
+    assert cfg.replace(model=ModelConfig(prior="hyperprior"), crop=128).model.prior == "hyperprior"
+    assert "device" not in cfg.run_fields() and cfg.run_fields()["lmbda"] == 2e-3
+    with pytest.raises(LicError, match="`loss` must map"):
+        train.TrainConfig.from_dict({"loss": {"N": 3}})
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"N": 0}, "N must be an integer in 1..1024"),
+    ({"M": 12.5}, "M must be an integer"),
+    ({"lmbda": float("nan")}, "lmbda must be a finite number ≥ 0, got nan"),
+    ({"gamma": "inf"}, "gamma must be a finite number ≥ 0"),
+    ({"beta": -0.1}, "beta must be a finite number ≥ 0"),
+    ({"steps": "many"}, "steps must be a number"),
+    ({"lr": 0}, "lr must be > 0"),
+    ({"log_every": 0}, "log_every must be > 0"),
+    ({"lr_schedule": "linear"}, "unknown lr_schedule"),
+    ({"flips": "yes"}, "flips must be a bool"),
+])
+def test_every_setting_is_validated(bad, message):
+    with pytest.raises(LicError, match=message) as e:
+        train.TrainConfig.for_profile("smoke", **bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_bad_config_leaves_no_run_folder(tmp_path, capsys):
+    from lic_utils.cli import main
+
+    for i, option in enumerate(["--set=N=0", "--lmbda=nan", "--set=crop=70"]):
+        out = tmp_path / f"run{i}"
+        assert main(["train", "--profile", "smoke", option, "--out", str(out)]) == 1
+        assert not out.exists()
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    with pytest.raises(LicError):
+        train.train({"N": 0}, tmp_path / "run3")
+    assert not (tmp_path / "run3").exists()
 
 
 def test_lr_schedule_warms_up_and_decays():
-    cfg = train.TrainConfig(steps=1000, warmup=100, lr_schedule="cosine", min_lr_factor=0.02)
+    cfg = train.TrainConfig.from_dict(dict(steps=1000, warmup=100, lr_schedule="cosine", min_lr_factor=0.02))
     f = [train.lr_factor(s, cfg) for s in range(1000)]
     assert f[0] == pytest.approx(0.01) and f[99] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[100:], f[101:]))  # monotone decay after warm-up
@@ -63,8 +117,8 @@ def test_lr_schedule_warms_up_and_decays():
 
 
 def test_device_auto_falls_back_to_cpu():
-    assert train.pick_device("auto").type in {"cuda", "mps", "cpu"}
-    assert train.pick_device("cpu") == torch.device("cpu")
+    assert distributed.pick_device("auto").type in {"cuda", "mps", "cpu"}
+    assert distributed.pick_device("cpu") == torch.device("cpu")
 
 
 # --- a smoke run -----------------------------------------------------------------------------------
@@ -92,25 +146,58 @@ def test_smoke_run_learns_and_leaves_a_complete_run_folder(smoke_run):
     assert len(val) == 2 and val[["val_psnr", "val_ms_ssim", "val_lpips"]].notna().all().all()
     final = json.loads((out / "final.json").read_text())
     assert final["done"] and final["val"]["psnr"] > 10 and 0 < final["val"]["bpp"] < 5
-    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+    assert json.loads((out / "config.json").read_text()) == cfg.to_dict()  # written nested
+    assert train.read_run_config(out) == cfg
 
     model = models.load_checkpoint(out / "checkpoint.pt")  # what compress/evaluate load
-    extra = models.load_checkpoint_extra(out / "checkpoint.pt")
-    assert extra["step"] == cfg.steps and {"optimizer", "aux_optimizer", "scheduler", "rng"} <= set(extra)
     with torch.no_grad():
         y = model.eval()(torch.rand(1, 3, 64, 64))
     assert y["x_hat"].shape == (1, 3, 64, 64)
 
 
+def test_the_training_state_is_one_plain_object(smoke_run):
+    cfg, out, _ = smoke_run
+    blob = torch.load(out / "checkpoint.pt", weights_only=True)["extra"]
+    extra = torch.load(io.BytesIO(blob), weights_only=True)  # plain data only
+    assert set(extra) == {"train_config", "train_state"} and extra["train_config"] == cfg.to_dict()
+    state = train.TrainState(**extra["train_state"])
+    assert state.step == cfg.steps and state.lr_scale == 1.0 and state.elapsed_s > 0
+    assert set(state.guard) == {"history", "bad_streak"} and len(state.rng) == 1
+    assert state.optimizer["state"] and state.aux_optimizer["state"]
+    assert set(state.aux_params) == {n for n, _ in params_of(out).items() if n.endswith("quantiles")}
+
+
+def test_train_and_load_gives_the_codec_and_its_history(smoke_run):
+    cfg, out, _ = smoke_run
+    model, history = train.train_and_load(cfg, out)  # finished: nothing is trained again
+    assert not model.training and model.coder_ready() and model.config == cfg.model
+    assert history["step"].tolist() == list(range(cfg.log_every, cfg.steps + 1, cfg.log_every))
+    assert {"loss", "bpp", "mse", "psnr", "lr"} <= set(history.columns) and "val_bpp" not in history
+
+
 def test_rerunning_a_finished_run_does_nothing(smoke_run, capsys):
     cfg, out, _ = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    result = train.train(cfg, out)
+    result = train.train(cfg.replace(progress=True, threads=2), out)  # operational changes are fine
     assert result["status"] == "already done"
     assert "already done" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
     with pytest.raises(LicError, match="another configuration"):
-        train.train(cfg.replace(lmbda=cfg.lmbda * 2), out)
+        train.train(cfg.replace(lmbda=cfg.loss.lmbda * 2), out)
+
+
+def test_run_folders_with_a_flat_config_json_still_work(smoke_run, tmp_path):
+    """config.json files written before the nesting are flat and hold the old test hooks."""
+    import shutil
+
+    cfg, out, _ = smoke_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "config.json").write_text(json.dumps({**cfg.flat(), "fault_steps": [], "debug_hashes": False}))
+    assert train.read_run_config(old) == cfg
+    assert train.train(cfg, old)["status"] == "already done"
+    with pytest.raises(LicError, match=r"N: 16 → 24"):
+        train.train(cfg.replace(N=24), old)
 
 
 # --- resume ----------------------------------------------------------------------------------------
@@ -118,23 +205,39 @@ class Interrupt(Exception):
     pass
 
 
+class CrashAt(train.Callback):
+    """An interruption (e.g. Ctrl-C) after `step`, wherever it falls relative to the checkpoints."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, metrics):
+        if trainer.step == self.step:
+            raise Interrupt
+
+
+class StopAt(train.Callback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, trainer, metrics):
+        if trainer.step == self.step:
+            trainer.stop()
+
+
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     cfg = smoke(steps=24, ckpt_every=8, log_every=4)
     train.train(cfg, tmp_path / "straight")
 
-    def crash_at(n):
-        def hook(step, terms):
-            if step == n:
-                raise Interrupt  # e.g. Ctrl-C: 4 steps after the checkpoint of step 8
-        return hook
-
     with pytest.raises(Interrupt):
-        train.train(cfg, tmp_path / "resumed", on_step=crash_at(12))
+        train.train(cfg, tmp_path / "resumed", callbacks=[CrashAt(10)])  # 2 steps after the checkpoint of step 8
     assert train.run_status(tmp_path / "resumed") == "partial"
     torch.manual_seed(1234)  # whatever the process did meanwhile
     torch.rand(10)
-    # a second interruption, through stop_at, right after the checkpoint of step 16
-    assert train.train(cfg, tmp_path / "resumed", stop_at=16)["status"] == "stopped"
+    # a stop between two checkpoints writes one, then one right on a checkpoint step
+    assert train.train(cfg, tmp_path / "resumed", callbacks=[StopAt(12)])["status"] == "stopped"
+    assert train.TrainState(**_extra(tmp_path / "resumed")["train_state"]).step == 12
+    assert train.train(cfg, tmp_path / "resumed", callbacks=[StopAt(16)])["steps"] == 16
     result = train.train(cfg, tmp_path / "resumed")
     assert result["status"] == "done" and result["steps"] == 24
 
@@ -147,10 +250,16 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert lb["loss"].tolist() == la["loss"].tolist()
 
 
+def _extra(run_dir):
+    from lic_utils import models
+
+    return models.load_checkpoint_extra(Path(run_dir) / "checkpoint.pt")
+
+
 # --- guard -----------------------------------------------------------------------------------------
 def test_nan_guard_skips_rolls_back_and_logs(tmp_path):
-    cfg = smoke(steps=30, ckpt_every=10, fault_steps=[5, 22, 23, 24], max_bad_steps=3)
-    result = train.train(cfg, tmp_path / "nan")
+    cfg = smoke(steps=30, ckpt_every=10, max_bad_steps=3)
+    result = train.train(cfg, tmp_path / "nan", callbacks=[train.FaultInjection([5, 22, 23, 24])])
     assert result["status"] == "done" and result["events"] >= 5
     log = train.read_log(tmp_path / "nan")
     ev = log[log["event"].notna()]
@@ -166,46 +275,22 @@ def test_nan_guard_skips_rolls_back_and_logs(tmp_path):
     for p in params_of(tmp_path / "nan").values():
         assert torch.isfinite(p).all()
     assert tr["loss"].notna().all() and math.isfinite(result["train"]["loss"])
+    state = train.TrainState(**_extra(tmp_path / "nan")["train_state"])
+    assert state.lr_scale == 0.5 and state.guard["bad_streak"] == 0
 
 
-# --- sweeps and the command line -------------------------------------------------------------------
-def test_sweep_trains_once_then_skips(tmp_path):
-    import yaml
-
-    spec = {"profile": "smoke", "out": str(tmp_path / "runs"), "priors": ["factorized"],
-            "variants": {"mse": {}, "msssim": {"beta": 0.05}}, "lmbdas": [0.004],
-            "overrides": {**FAST, "steps": 6, "log_every": 3}}
-    f = tmp_path / "sweep.yaml"
-    f.write_text(yaml.safe_dump(spec))
-    first = train.sweep(f, progress=False)
-    assert first.attrs["trained"] == ["factorized-mse-l0.004", "factorized-msssim-l0.004"]
-    index = pd.read_csv(tmp_path / "runs" / "index.csv")
-    assert index["status"].tolist() == ["done", "done"] and index["steps"].tolist() == [6, 6]
-    assert index["train_ms_ssim"].isna().tolist() == [True, False]  # MS-SSIM only computed with β > 0
-    assert all(Path(p).exists() for p in index["checkpoint"])
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("checkpoint.pt")}
-    second = train.sweep(f, progress=False)
-    assert second.attrs["trained"] == []
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("checkpoint.pt")} == mtimes
-    assert len(pd.read_csv(tmp_path / "runs" / "index.csv")) == 2
+def test_the_guard_flags_spikes():
+    guard = train.Guard(smoke(guard_window=10, spike_factor=5.0), torch.nn.Linear(1, 1), None, None)
+    assert guard.check(1e9) is None  # too little history to call anything a spike
+    for _ in range(5):
+        guard.good(1.0)
+    assert guard.check(4.9) is None and guard.check(5.1).startswith("loss spike 5.1 > 5 × median 1")
+    assert guard.check(float("inf")).startswith("non-finite loss")
+    assert [guard.bad() for _ in range(3)] == [False, False, True]
 
 
-def test_parallel_sweep_equals_sequential(tmp_path):
-    """workers=2 trains two runs at once in their own processes; each ends with the same weights as
-    when the runs are trained one after the other, and the index is the same."""
-    grid = dict(profile="smoke", priors=["factorized"], variants={"mse": {}, "msssim": {"beta": 0.05}},
-                lmbdas=[0.004], overrides={**FAST, "steps": 6, "log_every": 3, "threads": 1})
-    seq = train.sweep(train.SweepSpec(out=str(tmp_path / "seq"), **grid), progress=False)
-    par = train.sweep(train.SweepSpec(out=str(tmp_path / "par"), **grid), progress=False, workers=2)
-    assert par.attrs["trained"] == seq.attrs["trained"] == ["factorized-mse-l0.004", "factorized-msssim-l0.004"]
-    assert par["status"].tolist() == ["done", "done"]
-    for name in seq["name"]:
-        a, b = params_of(tmp_path / "seq" / name), params_of(tmp_path / "par" / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    assert pd.read_csv(tmp_path / "par" / "index.csv")["name"].tolist() == seq["name"].tolist()
-
-
-def test_cli_train_and_sweep(tmp_path, capsys):
+# --- the command line ------------------------------------------------------------------------------
+def test_cli_train(tmp_path, capsys):
     from lic_utils.cli import main
 
     out = tmp_path / "cli"
@@ -213,27 +298,46 @@ def test_cli_train_and_sweep(tmp_path, capsys):
             "--set", "num_val_crops=0", "--set", "progress=false", "--out", str(out)]
     assert main(args) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["lmbda"], cfg["steps"], cfg["num_val_crops"]) == (0.01, 4, 0)
+    assert (cfg["loss"]["lmbda"], cfg["steps"], cfg["num_val_crops"]) == (0.01, 4, 0)
     assert main(args) == 0 and "already done" in capsys.readouterr().out
     assert main(["train", "--profile", "smoke", "--set", "nope=1", "--out", str(out)]) == 1
 
 
 # --- distributed -----------------------------------------------------------------------------------
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+
+from lic_utils import train
+
+
+class Fingerprint(train.Callback):
+    def on_train_end(self, trainer):
+        Path(sys.argv[1], f"rank{trainer.env.rank}.weights").write_text(trainer.model.fingerprint())
+
+
+cfg = train.TrainConfig.for_profile("smoke", steps=30, progress=False, num_val_crops=1, ckpt_every=10,
+                                    device="cpu")
+train.train(cfg, sys.argv[1], callbacks=[train.FaultInjection([17]), Fingerprint()])
+"""
+
+
 def test_ddp_two_ranks_stay_identical_and_learn(tmp_path):
     out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "lic_utils", "train", "--profile", "smoke", "--steps", "30", "--out", str(out),
-           "--set", "debug_hashes=true", "--set", "progress=false", "--set", "num_val_crops=1",
-           "--set", "ckpt_every=10", "--set", "fault_steps=[17]", "--set", "device=cpu"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    h0, h1 = (out / "rank0.sha256").read_text(), (out / "rank1.sha256").read_text()
-    assert h0 == h1 and len(h0.strip()) == 64
+    w0, w1 = (out / "rank0.weights").read_text(), (out / "rank1.weights").read_text()
+    assert w0 == w1 and len(w0) == 16
     final = json.loads((out / "final.json").read_text())
     assert final["world_size"] == 2 and final["steps"] == 30
     log = train.read_log(out)
     tr = log[log["loss"].notna()]
     assert tr["loss"].iloc[-2:].mean() < 0.7 * tr["loss"].iloc[:2].mean()
     assert log["event"].dropna().str.contains("non-finite loss").any()  # the guard works across ranks
+    assert len(train.TrainState(**_extra(out)["train_state"]).rng) == 2  # every rank's RNG state
     assert not (out / "rank1").exists() and sorted(p.name for p in out.glob("*.pt")) == ["checkpoint.pt"]

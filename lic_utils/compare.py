@@ -1,0 +1,274 @@
+"""Learned models against the classical codecs, from the measurements of lic_utils.evaluate.
+
+Two views of the same files: mean RD curves (BD-rate, and curves read at fixed bitrates), and image
+by image at equal bytes (the matched search). Then the study's summary: where the learned models
+stand against each codec, the two ablations, and each claim of the study checked against the tables
+(`summarize`, notebook 09, from which the README's results section is written).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lic_utils.evaluate import MODEL_KEY, learned_points, mean_curve, read_rows, select
+from lic_utils.files import atomic_to_csv
+
+QUALITY = ("psnr", "ms_ssim", "lpips")
+# Quality axes for BD: higher must be better, so LPIPS enters negated and MS-SSIM in dB.
+BD_METRICS = {"psnr": ("psnr", 1.0), "ms_ssim_db": ("ms_ssim_db", 1.0), "lpips": ("lpips", -1.0)}
+# The fixed bitrates of the summary (bpp), and the candidates of the loss ablation's common bitrates.
+BITRATES = (0.1, 0.2, 0.3, 0.5)
+LOSS_BITRATES = (0.1, 0.15, 0.2, 0.3, 0.5)
+
+
+def curves(points: pd.DataFrame) -> pd.DataFrame:
+    """The points of the families with an RD curve (two points or more; ablations are single)."""
+    return points[points["family"].map(points["family"].value_counts()) >= 2]
+
+
+def rd_cost(points: pd.DataFrame, lmbda: float) -> pd.Series:
+    """λ·bpp + MSE on Kodak (MSE on [0, 1] from the mean PSNR): the rate–distortion part of the
+    training objective, in its own units, for comparing models trained at the same λ."""
+    return lmbda * points["bpp"] + 10 ** (-points["psnr"] / 10)
+
+
+# --- mean RD curves -------------------------------------------------------------------------------
+def bd_rate_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str = "psnr"
+                    ) -> dict[str, float]:
+    """BD-rate (% bits saved by `test` at equal quality; negative = test is better) and BD-quality
+    (quality gained at equal rate, in the metric's units; for LPIPS, the LPIPS *reduction*),
+    with piecewise cubic (pchip) interpolation over the overlapping range (bjontegaard package).
+
+    `anchor` and `test` are RD curves with columns `bpp` and the metric (one row per point, ≥ 4 points
+    each for a cubic fit; fewer give NaN). Curves that do not overlap give NaN.
+    """
+    import bjontegaard as bd
+
+    column, sign = BD_METRICS[metric]
+    pts = []
+    for df in (anchor, test):
+        df = df.dropna(subset=["bpp", column]).sort_values("bpp")
+        pts.append((df["bpp"].to_numpy(float), sign * df[column].to_numpy(float)))
+    (ra, qa), (rt, qt) = pts
+    out = {"bd_rate": np.nan, "bd_quality": np.nan}
+    if min(len(ra), len(rt)) < 4:
+        return out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for key, fn in (("bd_rate", bd.bd_rate), ("bd_quality", bd.bd_psnr)):
+            try:
+                out[key] = float(fn(ra, qa, rt, qt, method="pchip", require_matching_points=False))
+            except (ValueError, ZeroDivisionError, AssertionError):
+                pass
+    return out
+
+
+def bd_table(points: pd.DataFrame, codec_curves: pd.DataFrame,
+             metrics_=("psnr", "ms_ssim_db", "lpips")) -> pd.DataFrame:
+    """BD-rate and BD-quality of every learned family against every codec, per metric (tidy rows).
+
+    Negative BD-rate: the learned curve needs fewer bits for the same quality. Families with fewer than
+    four points (single-point ablations) are left out: a cubic fit needs four.
+    """
+    rows = []
+    for fam, pts in points.groupby("family", sort=False):
+        for codec, curve in codec_curves.groupby("codec", sort=False):
+            for m in metrics_:
+                res = bd_rate_quality(curve, pts, m)
+                rows.append({"family": fam, "codec": codec, "metric": m, "n_points": len(pts), **res})
+    out = pd.DataFrame(rows)
+    return out[out["n_points"] >= 4].reset_index(drop=True) if len(out) else out
+
+
+def at_bpp(curve: pd.DataFrame, bpp: float, metric: str) -> float:
+    """A curve's metric at `bpp`, interpolated linearly in log(bpp); NaN outside the measured range."""
+    c = curve.dropna(subset=["bpp", metric]).sort_values("bpp")
+    if len(c) < 2 or not c["bpp"].min() <= bpp <= c["bpp"].max():
+        return float("nan")
+    return float(np.interp(np.log(bpp), np.log(c["bpp"].to_numpy()), c[metric].to_numpy()))
+
+
+def compare_at(points: pd.DataFrame, codec_curves: pd.DataFrame | None, bpps=BITRATES
+               ) -> pd.DataFrame:
+    """Learned families and codecs side by side at fixed bitrates (interpolated on each RD curve)."""
+    rows = []
+    named = [(f, g, "learned") for f, g in points.groupby("family", sort=False)]
+    if codec_curves is not None:
+        named += [(c, g, "classical") for c, g in codec_curves.groupby("codec", sort=False)]
+    for name, g, kind in named:
+        for b in bpps:
+            quality = {m: at_bpp(g, b, m) for m in QUALITY}
+            rows.append({"curve": name, "kind": kind, "bpp": b, **quality})
+    return pd.DataFrame(rows)
+
+
+def standing(at: pd.DataFrame) -> pd.DataFrame:
+    """The best learned curve minus each codec at each bitrate of `compare_at`'s table, metric by
+    metric: the best learned curve is chosen per metric (highest PSNR, highest MS-SSIM, lowest
+    LPIPS), so a loss variant trained for perception is judged on perception. NaN where no learned
+    curve or the codec's curve covers the bitrate."""
+    learned, classical = at[at["kind"] == "learned"], at[at["kind"] == "classical"]
+    rows = []
+    for r in classical.itertuples():
+        here = learned[learned["bpp"] == r.bpp]
+        row = {"codec": r.curve, "bpp": r.bpp}
+        for q, best in (("psnr", "idxmax"), ("ms_ssim", "idxmax"), ("lpips", "idxmin")):
+            ok = here.dropna(subset=[q])
+            if len(ok) and np.isfinite(getattr(r, q)):
+                top = ok.loc[getattr(ok[q], best)()]
+                row[f"d_{q}"], row[f"best_{q}"] = top[q] - getattr(r, q), top["curve"]
+            else:
+                row[f"d_{q}"], row[f"best_{q}"] = np.nan, None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- image by image at equal bytes ----------------------------------------------------------------
+def matched_summary(learned: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFrame:
+    """Per model and codec, at equal bytes on each image: mean metric differences (learned − codec)
+    and the share of images where the learned model is better; images where the codec could not go
+    that low are counted separately (`codec_below_floor`)."""
+    m = matched.merge(learned[[*MODEL_KEY, "image", "bpp", *QUALITY]], on=[*MODEL_KEY, "image"],
+                      suffixes=("", "_learned"))
+    rows = []
+    for (fp, model, codec), g in m.groupby([*MODEL_KEY, "codec"], sort=False, dropna=False):
+        ok = g[~g["below_floor"].astype(bool)]
+        row = {"model": model, "fingerprint": fp, "codec": codec, "images": len(g),
+               "codec_below_floor": int(len(g) - len(ok)),
+               "learned_bpp": g["bpp_learned"].mean(), "codec_bpp": ok["bpp"].mean()}
+        for q in QUALITY:
+            diff = ok[f"{q}_learned"] - ok[q]
+            row[f"d_{q}"] = diff.mean()
+            wins = (-diff if q == "lpips" else diff) > 0
+            row[f"learned_wins_{q}"] = float(wins.mean()) if len(ok) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).astype({"fingerprint": object})
+
+
+def matched_verdicts(summary: pd.DataFrame, points: pd.DataFrame, bpp_range=(0.1, 0.5)
+                     ) -> pd.DataFrame:
+    """Where each learned family wins and loses against each codec at equal bytes, image by image.
+
+    From `matched_summary`: a model point counts as a win in a metric when the learned model is
+    better on more than half of the images the codec could reach; points where the codec could not
+    make files that small for most images are listed apart (`codec_cannot_reach`). Only points whose
+    mean bpp lies in `bpp_range` (±10 %) are used. One row per codec × family, bitrates as sorted
+    lists of bpp.
+    """
+    lo, hi = bpp_range
+    families = points[[*MODEL_KEY, "family"]].astype({"fingerprint": object})
+    s = summary.astype({"fingerprint": object}).merge(families, on=MODEL_KEY)
+    s = s[s["learned_bpp"].between(0.9 * lo, 1.1 * hi)]
+    rows = []
+    for (codec, fam), g in s.groupby(["codec", "family"], sort=True):
+        g = g.sort_values("learned_bpp")
+        reach = g["codec_below_floor"] <= g["images"] / 2
+        row = {"codec": codec, "family": fam, "points": len(g),
+               "codec_cannot_reach": [round(b, 3) for b in g.loc[~reach, "learned_bpp"]]}
+        for q in QUALITY:
+            won = reach & (g[f"learned_wins_{q}"] > 0.5)
+            row[f"wins_{q}"] = [round(b, 3) for b in g.loc[won, "learned_bpp"]]
+            row[f"loses_{q}"] = [round(b, 3) for b in g.loc[reach & ~won, "learned_bpp"]]
+            if f"d_{q}" in g:  # the range of the mean differences over the reachable points
+                row[f"d_{q}_min"] = g.loc[reach, f"d_{q}"].min()
+                row[f"d_{q}_max"] = g.loc[reach, f"d_{q}"].max()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- the two ablations ----------------------------------------------------------------------------
+def loss_ablation(points: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 06: the loss variants of the factorized prior with its per-channel scale, each
+    curve read at the common bitrates of LOSS_BITRATES inside the measured range (the median bpp
+    when none is). One row per curve and bitrate, with the curve's β and γ."""
+    points = select(points, prior="factorized", channel_scale=True)
+    lo, hi = points["bpp"].min(), points["bpp"].max()
+    grid = [b for b in LOSS_BITRATES if lo <= b <= hi] or [float(points["bpp"].median())]
+    at = compare_at(points, None, grid).dropna(subset=["psnr"])
+    weights = points.groupby("family")[["beta", "gamma"]].first()
+    return at.join(weights, on="curve").reset_index(drop=True)
+
+
+def prior_ablation(points: pd.DataFrame, lmbda: float) -> pd.DataFrame:
+    """Notebook 07: the models trained with MSE alone at λ = `lmbda` (the priors, and the
+    factorized prior without its per-channel scale), one row each."""
+    cols = ["family", "bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms", "model", "lmbda",
+            "prior", "channel_scale"]
+    return select(points, beta=0, gamma=0, lmbda=lmbda)[cols].reset_index(drop=True)
+
+
+# --- the summary (notebook 09) --------------------------------------------------------------------
+def claims(points: pd.DataFrame, codec_curves: pd.DataFrame, loss: pd.DataFrame,
+           priors: pd.DataFrame, bitrates=BITRATES) -> pd.DataFrame:
+    """The study's claims, each checked against the measurements: one row per claim with the
+    number that decides it and whether it holds (None when the number cannot be computed).
+
+    `points`: every learned model; `loss` and `priors`: the two ablation tables (loss_ablation,
+    prior_ablation). Models are picked by their settings, never by label text.
+    """
+    rows = []
+
+    def claim(text, measured, holds):
+        rows.append({"claim": text, "measured": measured, "holds": holds})
+
+    main = curves(points)
+    webp = codec_curves[codec_curves["codec"] == "webp"]
+    mse = select(main, prior="factorized", beta=0, gamma=0, channel_scale=True)
+    if len(mse):
+        d = at_bpp(mse, 0.2, "psnr") - at_bpp(webp, 0.2, "psnr")
+        claim("The MSE-trained model reaches WebP's PSNR at 0.2 bpp", f"{d:+.2f} dB",
+              bool(d >= 0) if np.isfinite(d) else None)
+    jpeg = codec_curves[codec_curves["codec"] == "jpeg"]
+    for fam, g in main.groupby("family"):
+        ds = [at_bpp(g, b, "psnr") - at_bpp(jpeg, b, "psnr") for b in bitrates]
+        ds = [d for d in ds if np.isfinite(d)]
+        if ds:
+            claim(f"{fam} beats JPEG in PSNR wherever both are measured "
+                  f"({min(bitrates):g}–{max(bitrates):g} bpp)", f"min {min(ds):+.2f} dB",
+                  bool(min(ds) > 0))
+    for term, weight, metric, better in (("+lpips", "gamma", "lpips", "lower"),
+                                         ("+ms-ssim", "beta", "ms_ssim", "higher")):
+        for b, g in loss.groupby("bpp"):
+            base, var = select(g, beta=0, gamma=0), g[g[weight] > 0]
+            if len(base) and len(var):
+                d = var[metric].iloc[0] - base[metric].iloc[0]
+                claim(f"At {b} bpp, adding {term} gives {better} {metric} than MSE only", f"{d:+.4f}",
+                      bool(d < 0) if better == "lower" else bool(d > 0))
+    f = select(priors, prior="factorized", channel_scale=True)
+    h = select(priors, prior="hyperprior")
+    if len(f) and len(h):
+        lmbda = f["lmbda"].iloc[0]
+        cf, ch = rd_cost(f, lmbda).iloc[0], rd_cost(h, lmbda).iloc[0]
+        claim("The hyperprior beats the factorized prior at equal λ (lower λ·R + MSE)",
+              f"{ch:.5f} vs {cf:.5f}", bool(ch < cf))
+    return pd.DataFrame(rows, columns=["claim", "measured", "holds"])
+
+
+def summarize(results_dir: str | Path, ablation_lmbda: float, bitrates=BITRATES) -> dict:
+    """Notebook 09: the study's summary from the caches in `results_dir` alone (every model there).
+
+    Writes summary_standing.csv (the best learned curve minus each codec at `bitrates`),
+    summary_verdicts.csv (wins and losses at equal bytes, image by image, over the bitrates' range)
+    and summary_claims.csv (`claims`); the README's results section is written from the first two.
+    Returns those tables and what they were computed from: points, codec_curves, loss, priors.
+    """
+    results_dir = Path(results_dir)
+    learned = read_rows(results_dir / "learned_kodak.csv")
+    matched = read_rows(results_dir / "matched_kodak.csv")
+    baselines = pd.read_csv(results_dir / "baselines_kodak.csv")
+    points = learned_points(learned)
+    codec_curves = mean_curve(baselines[baselines["image"].isin(learned["image"].unique())])
+    main = curves(points)
+    on_curves = learned.merge(main[MODEL_KEY].astype({"fingerprint": object}), on=MODEL_KEY)
+    summary = matched_summary(on_curves, matched)
+    out = {"points": points, "codec_curves": codec_curves,
+           "loss": loss_ablation(points), "priors": prior_ablation(points, ablation_lmbda),
+           "standing": standing(compare_at(points, codec_curves, bitrates)),
+           "verdicts": matched_verdicts(summary, points, (min(bitrates), max(bitrates)))}
+    out["claims"] = claims(points, codec_curves, out["loss"], out["priors"], bitrates)
+    for name in ("standing", "verdicts", "claims"):
+        atomic_to_csv(out[name], results_dir / f"summary_{name}.csv")
+    return out

@@ -1,0 +1,98 @@
+"""The study's profiles in one table: how long to train, which models, which images and codecs.
+
+A profile is the one knob a user turns (`make study PROFILE=…`, `--profile` on the command line,
+`profile = "…"` in a notebook). Everything that differs between profiles lives in its `Profile` row
+below, and nowhere else: the CLI's choices, the training defaults, the study's grid of models, the
+evaluation images and codecs, and the notebooks' scale all read it.
+
+- `smoke`: seconds; a toy codec on tiny crops, two Kodak crops, three fast codecs (the tests).
+- `cpu`:   a laptop from scratch, ≤ 3 h for the whole study on 2 CPU cores (the committed results).
+- `gpu`:   paper scale (Ballé et al.: N=128, M=192, 256² crops, 250k steps); run it on a GPU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lic_utils.errors import LicError
+
+# The three loss variants of the study: L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS (lic_utils.losses).
+# β = 0.025 gives 1 − MS-SSIM the gradient norm of the MSE term; γ = 0.002 gives LPIPS ≈ 0.6 × that
+# (measured on a cpu-profile codec at ≈ 0.25 bpp, batches of 8 BSDS500 crops: ‖∇MSE‖ = 0.0088,
+# ‖∇(1 − MS-SSIM)‖ = 0.35, ‖∇LPIPS‖ = 2.6, so equal gradients at β = 0.025, γ = 0.0034).
+LOSS_VARIANTS = {"mse": {"beta": 0.0, "gamma": 0.0}, "msssim": {"beta": 0.025, "gamma": 0.0},
+                 "lpips": {"beta": 0.0, "gamma": 0.002}}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One row of the profile table (see the module docstring)."""
+
+    name: str
+    # training: TrainConfig fields over its defaults (the defaults are the cpu profile)
+    train: dict = field(default_factory=dict)
+    # the study's grid: λ of the main RD curves (≥ 4 points), λ of the single-point ablations
+    # (≈ 0.2 bpp), extra β/γ settings of notebook 06, and runs trained at once by `make study`
+    # (one process each: two one-thread runs on 2 cores beat one two-thread run)
+    lmbdas: tuple = ()
+    ablation_lmbda: float = 4e-3
+    extra_variants: dict = field(default_factory=dict)
+    workers: int = 1
+    # evaluation: the first `images` Kodak images (centre crops of `crop` pixels when set), the
+    # classical codecs compared (None: all five) and their sweep (None: every quality setting)
+    images: int = 24
+    crop: int | None = None
+    codecs: tuple | None = None
+    n_qualities: int | None = None
+    # notebook 08: the centred part of its image that is coded, as a fraction of each side (None:
+    # the whole image), and the λ of its models (None: every λ of the main grid)
+    viewer_crop: float | None = None
+    viewer_lmbdas: tuple | None = None
+    # notebooks 01–03, the small models that explain one idea each (TrainConfig fields), and the
+    # part of kodim23 they show (rows, columns; None: the whole image)
+    explain: dict = field(default_factory=dict)
+    explain_kodak_crop: tuple | None = None
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (
+    Profile(
+        "smoke",
+        # one thread: a toy model gains nothing from two, and loses a lot on a busy machine
+        train=dict(N=16, M=24, crop=64, batch=4, steps=40, lr=2e-3, warmup=5, log_every=5, val_every=20,
+                   ckpt_every=20, num_val_crops=2, val_crop=128, guard_window=10, threads=1),
+        lmbdas=(1.6e-2, 8e-3, 4e-3, 2e-3), ablation_lmbda=4e-3,
+        extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1,
+        images=2, crop=256, codecs=("jpeg", "webp", "jpeg2000"), n_qualities=4, viewer_crop=0.5,
+        viewer_lmbdas=(4e-3,),
+        explain=dict(N=16, M=24, steps=20, crop=64, batch=4),
+        explain_kodak_crop=(192, 256),
+    ),
+    Profile(
+        "cpu",
+        # the TrainConfig defaults: N=48, 3500 steps of 8 128×128 crops, lr 1e-3 (benchmarks/tune_cpu.py)
+        train=dict(),
+        lmbdas=(1.2e-2, 6e-3, 4e-3, 1.5e-3), ablation_lmbda=4e-3,
+        extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=2,
+        images=24,
+        explain=dict(N=32, M=48, steps=800, crop=64, batch=8),
+    ),
+    Profile(
+        "gpu",
+        train=dict(N=128, M=192, crop=256, batch=16, steps=250_000, lr=1e-4, aux_lr=1e-3, warmup=2000,
+                   lr_schedule="step", clip_grad=1.0, log_every=100, val_every=5000, ckpt_every=5000,
+                   num_val_crops=8),
+        lmbdas=(1.6e-2, 8e-3, 4e-3, 2e-3, 1e-3, 5e-4), ablation_lmbda=4e-3,
+        extra_variants={"msssim-b0.2": {"beta": 0.2, "gamma": 0.0}, "lpips-g0.003": {"beta": 0.0, "gamma": 0.003},
+                        "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}},
+        workers=1, images=24,
+        explain=dict(N=128, M=192, steps=5000, crop=128, batch=16),
+    ),
+)}
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called `name` (a Profile is returned as it is)."""
+    if isinstance(name, Profile):
+        return name
+    if name not in PROFILES:
+        raise LicError(f"unknown profile {name!r}; choose from {', '.join(PROFILES)}")
+    return PROFILES[name]

@@ -1,0 +1,181 @@
+"""Learned against classical: BD-rate on synthetic curves with known answers, standings, verdicts at
+equal bytes, the two ablation tables, and the claims check of notebook 09 (compare.summarize)."""
+import ast
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lic_utils import compare, evaluate
+
+
+def _curve(bpp, psnr):
+    return pd.DataFrame({"bpp": bpp, "psnr": psnr, "lpips": 1 / np.asarray(psnr),
+                         "ms_ssim_db": np.asarray(psnr) / 2})
+
+
+ANCHOR = _curve([0.1, 0.2, 0.4, 0.8, 1.6], [26.0, 28.5, 31.0, 34.0, 37.5])
+
+
+def test_bd_rate_of_a_curve_needing_20_percent_fewer_bits():
+    test = ANCHOR.assign(bpp=ANCHOR.bpp * 0.8)
+    assert compare.bd_rate_quality(ANCHOR, test, "psnr")["bd_rate"] == pytest.approx(-20.0, abs=1e-6)
+
+
+def test_bd_quality_of_a_curve_one_db_higher():
+    res = compare.bd_rate_quality(ANCHOR, ANCHOR.assign(psnr=ANCHOR.psnr + 1.0), "psnr")
+    assert res["bd_quality"] == pytest.approx(1.0, abs=1e-6)
+    assert res["bd_rate"] < 0
+
+
+def test_bd_for_lpips_counts_lower_as_better():
+    better = ANCHOR.assign(bpp=ANCHOR.bpp * 0.5)  # same LPIPS with half the bits
+    assert compare.bd_rate_quality(ANCHOR, better, "lpips")["bd_rate"] == pytest.approx(-50.0, abs=1e-6)
+
+
+def test_bd_needs_enough_points():
+    assert np.isnan(compare.bd_rate_quality(ANCHOR, ANCHOR.iloc[:3], "psnr")["bd_rate"])
+
+
+def test_rd_cost_is_lambda_times_rate_plus_mse():
+    pts = pd.DataFrame({"bpp": [0.5, 0.2], "psnr": [20.0, 30.0]})
+    assert compare.rd_cost(pts, 0.01).tolist() == pytest.approx([0.005 + 0.01, 0.002 + 0.001])
+
+
+def test_standing_picks_the_best_learned_curve_per_metric():
+    at = pd.DataFrame([
+        {"curve": "mse", "kind": "learned", "bpp": 0.2, "psnr": 26.0, "ms_ssim": 0.90, "lpips": 0.40},
+        {"curve": "lpips", "kind": "learned", "bpp": 0.2, "psnr": 25.0, "ms_ssim": 0.91, "lpips": 0.30},
+        {"curve": "mse", "kind": "learned", "bpp": 0.5, "psnr": np.nan, "ms_ssim": np.nan, "lpips": np.nan},
+        {"curve": "webp", "kind": "classical", "bpp": 0.2, "psnr": 27.0, "ms_ssim": 0.92, "lpips": 0.35},
+        {"curve": "webp", "kind": "classical", "bpp": 0.5, "psnr": 30.0, "ms_ssim": 0.95, "lpips": 0.20},
+    ])
+    s = compare.standing(at).set_index("bpp")
+    assert s.loc[0.2, "d_psnr"] == pytest.approx(-1.0) and s.loc[0.2, "best_psnr"] == "mse"
+    assert s.loc[0.2, "d_ms_ssim"] == pytest.approx(-0.01) and s.loc[0.2, "best_ms_ssim"] == "lpips"
+    assert s.loc[0.2, "d_lpips"] == pytest.approx(-0.05) and s.loc[0.2, "best_lpips"] == "lpips"
+    assert np.isnan(s.loc[0.5, "d_psnr"]) and s.loc[0.5, "best_psnr"] is None
+
+
+def test_matched_verdicts_count_majority_wins_and_unreachable_points():
+    summary = pd.DataFrame([
+        # model, codec, images, below floor, learned bpp, psnr win share, ms-ssim share, lpips share
+        ("a", "jpeg", 24, 20, 0.10, np.nan, np.nan, np.nan),  # jpeg cannot go that low on most images
+        ("b", "jpeg", 24, 0, 0.20, 0.9, 0.9, 0.2),
+        ("c", "jpeg", 24, 0, 0.40, 0.5, 0.1, 0.6),  # exactly half is not a win
+        ("d", "jpeg", 24, 0, 0.80, 1.0, 1.0, 1.0),  # outside 0.1–0.5 bpp
+    ], columns=["model", "codec", "images", "codec_below_floor", "learned_bpp",
+                "learned_wins_psnr", "learned_wins_ms_ssim", "learned_wins_lpips"])
+    summary["d_psnr"] = [np.nan, 2.0, -1.0, 5.0]
+    summary["fingerprint"] = list("1234")
+    pts = pd.DataFrame({"model": list("abcd"), "fingerprint": list("1234"), "family": ["mse"] * 4})
+    v = compare.matched_verdicts(summary, pts).iloc[0]
+    assert v.points == 3 and v.codec_cannot_reach == [0.1]
+    assert v.wins_psnr == [0.2] and v.loses_psnr == [0.4]
+    assert v.wins_lpips == [0.4] and v.loses_lpips == [0.2]
+    assert (v.d_psnr_min, v.d_psnr_max) == (-1.0, 2.0)  # the unreachable and out-of-range points do not count
+
+
+def _learned(model, fp, bpp, psnr):
+    return [{"model": model, "fingerprint": fp, "image": f"im{i}", "bpp": bpp, "psnr": psnr + i,
+             "ms_ssim": 0.9, "lpips": 0.3} for i in range(2)]
+
+
+@pytest.mark.parametrize("fps", [("aaa", "bbb"), (None, None)], ids=["fingerprints", "before fingerprints"])
+def test_matched_summary_per_model_at_equal_bytes(fps):
+    """Two models (told apart by weights, or by run name for rows from before fingerprints)."""
+    learned = pd.DataFrame(_learned("x", fps[0], 0.2, 25.0) + _learned("y", fps[1], 0.3, 24.0))
+    matched = pd.DataFrame([{"model": m, "fingerprint": fp, "image": f"im{i}", "codec": "webp",
+                             "below_floor": i == 1 and m == "y", "bpp": 0.2, "psnr": 24.6, "ms_ssim": 0.9,
+                             "lpips": 0.3} for m, fp in zip("xy", fps) for i in range(2)])
+    summary = compare.matched_summary(learned, matched).set_index("model")
+    assert summary.loc["x", "d_psnr"] == pytest.approx(0.9) and summary.loc["x", "learned_wins_psnr"] == 1.0
+    assert summary.loc["y", "d_psnr"] == pytest.approx(-0.6) and summary.loc["y", "learned_wins_psnr"] == 0.0
+    assert summary.loc["y", "codec_below_floor"] == 1 and summary.loc["x", "learned_bpp"] == 0.2
+
+
+def _point(family_settings, bpp, psnr, lpips=0.3, ms_ssim=0.9, lmbda=0.004, model=None):
+    prior, beta, gamma, scale = family_settings
+    row = {"prior": prior, "beta": beta, "gamma": gamma, "channel_scale": scale, "lmbda": lmbda,
+           "bpp": bpp, "psnr": psnr, "ms_ssim": ms_ssim, "lpips": lpips, "encode_ms": 1.0,
+           "decode_ms": 1.0, "n_images": 2}
+    row["model"] = model or f"{prior}-{beta}-{gamma}-{scale}-{lmbda}"
+    row["fingerprint"] = row["model"]
+    row["family"] = evaluate.family_label(row)
+    return row
+
+
+MSE, MSSSIM, LPIPS = ("factorized", 0.0, 0.0, True), ("factorized", 0.025, 0.0, True), \
+    ("factorized", 0.0, 0.002, True)
+NOSCALE, HYPER = ("factorized", 0.0, 0.0, False), ("hyperprior", 0.0, 0.0, True)
+
+
+def _study_points():
+    """MSE, +MS-SSIM and +LPIPS curves (3 λ each), LPIPS 10 % lower for +LPIPS, and single points."""
+    rows = []
+    for lmbda, bpp in ((0.016, 0.1), (0.004, 0.2), (0.001, 0.4)):
+        psnr = 25 + 5 * np.log2(bpp / 0.1)
+        rows += [_point(MSE, bpp, psnr, lmbda=lmbda), _point(MSSSIM, bpp, psnr - 1, ms_ssim=0.95, lmbda=lmbda),
+                 _point(LPIPS, bpp, psnr - 2, lpips=0.27, lmbda=lmbda)]
+    rows += [_point(NOSCALE, 0.19, 24.0), _point(HYPER, 0.18, 30.0)]
+    return evaluate.learned_points(pd.DataFrame(rows))
+
+
+def _codec_curves():
+    """Linear in log(bpp), as at_bpp interpolates: WebP 26 dB at 0.2 bpp, JPEG 10 dB below WebP."""
+    return pd.DataFrame([{"codec": c, "bpp": b, "psnr": 20 + 3 * np.log2(b / 0.05) + shift,
+                          "ms_ssim": 0.9, "lpips": 0.3}
+                         for c, shift in (("webp", 0.0), ("jpeg", -10.0)) for b in (0.05, 0.2, 0.8)])
+
+
+def test_loss_ablation_reads_each_loss_curve_at_the_common_bitrates():
+    table = compare.loss_ablation(_study_points())
+    assert sorted(table.bpp.unique()) == [0.1, 0.15, 0.2, 0.3]  # 0.5 lies beyond every curve
+    assert set(table.curve) == {"factorized · mse", "factorized · mse +ms-ssim β=0.025",
+                                "factorized · mse +lpips γ=0.002"}  # no single points, no other prior
+    mse = table[table.curve == "factorized · mse"].set_index("bpp")
+    assert mse.loc[0.2, "psnr"] == pytest.approx(30.0) and mse.loc[0.15, "psnr"] == pytest.approx(25 + 5 * np.log2(1.5))
+    assert table.set_index("curve").loc["factorized · mse +lpips γ=0.002", "gamma"].iloc[0] == 0.002
+
+
+def test_prior_ablation_keeps_the_mse_models_at_the_ablation_lambda():
+    table = compare.prior_ablation(_study_points(), 0.004)
+    assert sorted(table.family) == ["factorized · mse", "factorized · mse · no scale", "hyperprior · mse"]
+
+
+def test_claims_are_checked_on_models_chosen_by_settings():
+    pts = _study_points()
+    claims = compare.claims(pts, _codec_curves(), compare.loss_ablation(pts),
+                            compare.prior_ablation(pts, 0.004)).set_index("claim")
+    webp = claims.loc["The MSE-trained model reaches WebP's PSNR at 0.2 bpp"]
+    assert webp.measured == "+4.00 dB" and webp.holds  # the MSE curve alone (30 dB), not the mix
+    jpeg = claims.loc["factorized · mse +lpips γ=0.002 beats JPEG in PSNR wherever both are measured (0.1–0.5 bpp)"]
+    assert jpeg.measured == "min +10.00 dB" and jpeg.holds  # 10 + 2·log2(bpp / 0.1) dB, from 0.1 bpp
+    lpips = claims.loc["At 0.2 bpp, adding +lpips gives lower lpips than MSE only"]
+    assert lpips.measured == "-0.0300" and lpips.holds
+    assert claims.loc["At 0.2 bpp, adding +ms-ssim gives higher ms_ssim than MSE only"].measured == "+0.0500"
+    hyper = claims.loc["The hyperprior beats the factorized prior at equal λ (lower λ·R + MSE)"]
+    assert hyper.holds and hyper.measured == f"{0.004 * 0.18 + 1e-3:.5f} vs {0.004 * 0.2 + 1e-3:.5f}"
+    assert len(compare.claims(pts.iloc[:0], _codec_curves(), pts.iloc[:0], pts.iloc[:0])) == 0
+
+
+def test_summarize_writes_the_tables_of_the_readme_from_the_caches(tmp_path):
+    """From caches as the committed ones are (no fingerprints yet): standing, verdicts, claims."""
+    pts = _study_points()
+    learned = pd.DataFrame([{**r, "image": f"im{i}"} for r in pts.to_dict("records") for i in range(2)])
+    learned = learned.drop(columns=["fingerprint", "family", "n_images", "ms_ssim_db"])
+    learned.to_csv(tmp_path / "learned_kodak.csv", index=False)
+    matched = learned[["model", "image", "bpp"]].assign(codec="webp", below_floor=False, psnr=20.0,
+                                                        ms_ssim=0.9, lpips=0.5)
+    matched.to_csv(tmp_path / "matched_kodak.csv", index=False)
+    curves = _codec_curves()
+    pd.DataFrame([{**r, "image": f"im{i}", "quality": r["bpp"]} for r in curves.to_dict("records")
+                  for i in range(2)]).to_csv(tmp_path / "baselines_kodak.csv", index=False)
+    out = compare.summarize(tmp_path, 0.004)
+    for name in ("standing", "verdicts", "claims"):
+        assert len(pd.read_csv(tmp_path / f"summary_{name}.csv")) == len(out[name]) > 0
+    verdicts = pd.read_csv(tmp_path / "summary_verdicts.csv", converters={"wins_psnr": ast.literal_eval})
+    assert len(verdicts) == 3 and all(w == [0.1, 0.2, 0.4] for w in verdicts.wins_psnr)  # curves only
+    standing = out["standing"].set_index(["codec", "bpp"])
+    assert standing.loc[("webp", 0.2), "d_psnr"] == pytest.approx(30.0 - 26.0)
+    assert out["claims"].holds.all() and len(out["claims"]) == 1 + 3 + 4 + 4 + 1
