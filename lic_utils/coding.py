@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 with warnings.catch_warnings():  # compressai's import triggers torch.jit.script deprecation notices
@@ -80,13 +81,23 @@ def check_latents(values: torch.Tensor) -> None:
 
 
 def rans_safe(string: bytes, n_symbols: int) -> bytes:
-    """The string followed by zero bytes, a guard against CompressAI's rANS decoder reading past it.
+    """The string followed by enough zero bytes that CompressAI's rANS decoder cannot read past it,
+    whatever the bytes: a proven bound on what its `decode_with_indexes` reads for `n_symbols`.
 
-    A payload our encoder wrote is read exactly to its end, never into the padding. The .lic reader
-    lets only CRC-checked payloads reach the decoder; the padding is a second line for a payload that
-    is not ours: garbage makes the decoder read at most one word per symbol plus the data again, and
-    more only on escape codes, so 2·(S + W) words cover garbage that rarely escapes. A payload crafted
-    to escape on every symbol reads further than this (a known hole, being closed).
+    The decoder (cpp_exts/rans/rans_interface.cpp, rans64.h) reads 32-bit words forward only:
+    - 2 to start, and at most 1 per symbol to renormalise after decoding it (the state is then ≥ 2^59);
+    - on an escape (the table's last slot), 4-bit reads: a count loop that runs while it reads 15,
+      then `n` raw nibbles, n ≤ 15 × the count loop's length. A 4-bit read takes a word at most once
+      per 8 reads (again once at the symbol's first read), so a symbol with count length c reads at
+      most 1 + 2c words. The count loop goes through the state's ≤ 15 nibbles of ones, then only
+      through words that are all ones (0xFFFFFFFF), ending in the first other word: c ≤ 24 + 8·f,
+      where f counts the all-ones words it consumed; each payload word is consumed once, and the zero
+      padding holds none.
+    Summed over S symbols with F all-ones words in the string: at most 2 + 2S + 48S + 16F words, so
+    padding to 50·S + 16·F + 2 words (plus a margin) keeps every read inside the buffer. That is 200
+    bytes per symbol, ≈ 75 bytes per pixel for M = 96: less than the synthesis transform needs anyway.
     """
-    words = len(string) // 4
-    return string + bytes(4 * (2 * n_symbols + 2 * words + 1024))
+    words = np.frombuffer(string[: len(string) // 4 * 4], dtype="<u4")
+    all_ones = int(np.count_nonzero(words == 0xFFFFFFFF))
+    pad_words = 50 * n_symbols + 16 * all_ones + 2 + 1024
+    return string + bytes(4 * pad_words)

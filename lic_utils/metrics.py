@@ -89,10 +89,12 @@ def lpips_model(device: str = "cpu") -> torch.nn.Module:
     """LPIPS-alex v0.1, frozen and in eval mode, built offline (pnet_rand + the backbone file).
 
     Built outside inference mode even when first asked for inside it: the cached network also serves
-    the training loss, where inference tensors could not take part in autograd.
+    the training loss, where inference tensors could not take part in autograd. Built without
+    touching torch's global RNG, which the trainer checkpoints: whether LPIPS was built earlier in
+    the process must not change a run (a resumed run builds it again at its first validation).
     """
-    with torch.inference_mode(False):
-        return _build_lpips(device)
+    with torch.inference_mode(False), torch.random.fork_rng(devices=[]):
+        return _build_lpips(device)  # its random init (then overwritten) must not move torch's RNG
 
 
 def _build_lpips(device: str) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Fuzzing the .lic decoder: 1,000 random and mutated files must each decode or raise a LicError.
+"""Fuzzing the .lic decoder: 2,000 random, mutated and crafted files must each decode or raise a LicError.
 
 CompressAI's rANS decoder is C++ that trusts its input, so a bug here would be a segfault or a hang,
 not an exception. The loop therefore runs in a child process with a timeout; the test asserts that
@@ -11,6 +11,8 @@ import json
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 CHILD = textwrap.dedent(
     r'''
@@ -91,6 +93,19 @@ CHILD = textwrap.dedent(
         if kind == "payload random, resealed":
             body = bytes(rng.randrange(256) for _ in range(len(blob) - h - 4))
             return reseal(blob[:h] + body + blob[-4:])
+        if kind == "payload escape-heavy, resealed":  # runs of 0xFF: every symbol escapes, long bypass chains
+            body = bytearray(blob[h:-4])
+            for _ in range(rng.randint(1, 8)):
+                start = rng.randrange(len(body) + 1)
+                body[start : start + rng.randint(4, 4096)] = b"\xff" * len(body[start : start + 4096])
+            return reseal(blob[:h] + bytes(body[: len(blob) - h - 4]) + blob[-4:])
+        if kind == "payload of 0xFF, lengths grown, resealed":  # all escape, strings up to 64× longer
+            lengths = [rng.choice([1, 4, 16, 64]) * struct.unpack_from("<I", blob, 30 + 4 * i)[0] + 4
+                       for i in range(k)]
+            head = bytearray(blob[: h - 4])
+            for i, n in enumerate(lengths):
+                struct.pack_into("<I", head, 30 + 4 * i, n)
+            return reseal(bytes(head) + bytes(4) + b"\xff" * sum(lengths) + bytes(4))
         if kind == "random bytes":
             return bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
         if kind == "random after magic":
@@ -103,6 +118,7 @@ CHILD = textwrap.dedent(
 
     KINDS = ["bit flips", "truncation", "extension", "length field", "length field, resealed",
              "header field, resealed", "hash field, resealed", "payload, resealed", "payload random, resealed",
+             "payload escape-heavy, resealed", "payload of 0xFF, lengths grown, resealed",
              "random bytes", "random after magic", "splice"]
     outcomes, failures = {}, []
     for case in range(N_CASES):
@@ -132,16 +148,55 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_decoder_survives_1000_malformed_files():
-    proc = subprocess.run([sys.executable, "-c", CHILD, "1000"], capture_output=True, text=True, timeout=300)
+def test_decoder_survives_2000_malformed_files():
+    proc = subprocess.run([sys.executable, "-c", CHILD, "2000"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"child exited with {proc.returncode} (negative: killed by a signal)\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["cases"] == 1000 and report["n_failures"] == 0
+    assert report["cases"] == 2000 and report["n_failures"] == 0
     outcomes = report["outcomes"]
-    assert sum(n for by_result in outcomes.values() for n in by_result.values()) == 1000
+    assert sum(n for by_result in outcomes.values() for n in by_result.values()) == 2000
     # the CRCs stop unsealed edits of the header and the payload
     for kind in ("bit flips", "length field"):
         assert set(outcomes[kind]) <= {"CorruptFile", "TruncatedFile", "NotALicFile", "UnsupportedVersion"}, outcomes[kind]
     # crafted hashes name the wrong model; crafted payloads reach rANS and must come back as images
     assert set(outcomes["hash field, resealed"]) <= {"ModelMismatch", "CorruptFile"}
     assert outcomes["payload, resealed"].get("decoded", 0) > 0
+    assert outcomes["payload escape-heavy, resealed"].get("decoded", 0) > 0
+
+
+CRAFTED = textwrap.dedent(
+    r"""
+    import sys
+    import torch
+    torch.set_num_threads(1)
+    from lic_utils import bitstream as bs, models
+    from lic_utils.errors import LicError
+
+    prior, fill = sys.argv[1], bytes.fromhex(sys.argv[2])
+    torch.manual_seed(0)
+    m = models.build_model({"prior": prior, "N": 8, "M": 12})
+    m.update(force=True)
+    h, w = 512, 768
+    shape = m.coded_shape(h, w)
+    # every payload word set to `fill`: with 0xFF…, each symbol lands in the coder's escape slot and
+    # its bypass-length chain runs through the payload (about 15 words read per payload word)
+    strings = [fill * n for n in m.symbol_counts(shape)]
+    blob = bs.pack(m.config.config_hash(), m.fingerprint(), h, w, shape, strings)
+    try:
+        x_hat = bs.decode_image(m, blob)
+        print("decoded", tuple(x_hat.shape))
+    except LicError as e:
+        print("LicError", e)
+    """
+)
+
+
+@pytest.mark.parametrize("prior", ["factorized", "factorized-gaussian", "hyperprior"])
+@pytest.mark.parametrize("fill", ["ffffffff", "fffffffe", "ff"])
+def test_escape_heavy_payloads_of_every_prior_cannot_crash_the_decoder(prior, fill):
+    """A file with valid CRCs, the model's hashes and a payload built to escape on every symbol
+    (issue: a 147 KB file made the rANS decoder read ≈ 1.7 MB past its buffer: SIGSEGV)."""
+    proc = subprocess.run([sys.executable, "-c", CRAFTED, prior, fill], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"decoder crashed (exit {proc.returncode})\n{proc.stderr[-2000:]}"
+    assert proc.stdout.startswith(("decoded (1, 3, 512, 768)", "LicError")), proc.stdout

@@ -250,6 +250,24 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert lb["loss"].tolist() == la["loss"].tolist()
 
 
+def test_resume_across_a_validation_is_bit_exact(tmp_path):
+    """A resumed run builds LPIPS again at its next validation (a fresh process has none cached):
+    that must not move the random stream the run draws its crops and noise from."""
+    from lic_utils import metrics
+
+    cfg = smoke(prior="hyperprior", steps=30, ckpt_every=10, val_every=10, num_val_crops=1, log_every=5)
+    metrics.lpips_model.cache_clear()  # as in a fresh process
+    train.train(cfg, tmp_path / "straight")
+    metrics.lpips_model.cache_clear()
+    assert train.train(cfg, tmp_path / "resumed", callbacks=[StopAt(15)])["status"] == "stopped"
+    metrics.lpips_model.cache_clear()  # the resumed process starts without LPIPS
+    train.train(cfg, tmp_path / "resumed")
+    a, b = params_of(tmp_path / "straight"), params_of(tmp_path / "resumed")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    val = lambda run: train.read_log(run).dropna(subset=["val_bpp"])["val_bpp"].tolist()  # noqa: E731
+    assert val(tmp_path / "straight") == val(tmp_path / "resumed")
+
+
 def _extra(run_dir):
     from lic_utils import models
 
