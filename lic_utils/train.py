@@ -93,6 +93,9 @@ class TrainConfig:
     min_lr_factor: float = 0.02  # cosine ends at lr·min_lr_factor; step decays ×0.1 at 80 % and 95 %
     clip_grad: float = 1.0  # max gradient norm of the main parameters (0: off)
     seed: int = 0
+    # fine-tuning: a checkpoint whose weights start this run (all of them; only the transforms and
+    # the channel steps when its prior differs), with fresh optimizers and LR schedule
+    init_from: str = ""
     # guard against blow-ups (see Guard)
     spike_factor: float = 5.0
     guard_window: int = 50
@@ -536,6 +539,8 @@ class Trainer:
         extra = models.load_checkpoint_extra(self.ckpt_path) if resume else None
         seed_everything(cfg.seed)
         model = models.load_checkpoint(self.ckpt_path) if resume else models.build_model(cfg.model)
+        if cfg.init_from and not resume:
+            start_from(model, cfg.init_from)
         self.model = model.to(self.device).train()
         self.main_params = list(self.model.main_parameters())
         self.opt = torch.optim.Adam(self.main_params, lr=cfg.lr)
@@ -718,6 +723,27 @@ class Trainer:
         print(f"{self.run_dir}: done, {self.step} steps in {elapsed / 60:.1f} min; {where}: "
               f"{v['bpp']:.3f} bpp, {v['psnr']:.2f} dB")
         return {**final, "status": "done"}
+
+
+def start_from(model: models.LearnedCodec, checkpoint: str | os.PathLike) -> None:
+    """Copy a trained codec's weights into `model` (amortised training: one long run, then short
+    fine-tunes to other λ, losses or priors). The same architecture takes every weight; another
+    prior takes the transforms g_a, g_s and the channel steps, so priors compare on equal transforms."""
+    base = models.load_checkpoint(checkpoint)
+    if (base.config.N, base.config.M) != (model.config.N, model.config.M):
+        raise LicError(f"cannot start from {checkpoint}: it has N={base.config.N}, M={base.config.M}, "
+                       f"this run N={model.config.N}, M={model.config.M}")
+    weights = dict(base.named_parameters())  # not the coder tables: checkpoints rebuild them
+    if base.config.prior != model.config.prior:
+        weights = {k: v for k, v in weights.items() if k.startswith(("g_a.", "g_s.", "log_channel_scale"))}
+    own = dict(model.named_parameters())
+    missing = [k for k in weights if k not in own or own[k].shape != weights[k].shape]
+    if missing:
+        raise LicError(f"cannot start from {checkpoint}: its weights {missing[:3]} do not fit this codec "
+                       f"(channel_scale differs?)")
+    with torch.no_grad():
+        for k, v in weights.items():
+            own[k].copy_(v)
 
 
 def _train_state(extra: dict | None, ckpt: Path) -> TrainState:

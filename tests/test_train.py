@@ -359,3 +359,25 @@ def test_ddp_two_ranks_stay_identical_and_learn(tmp_path):
     assert log["event"].dropna().str.contains("non-finite loss").any()  # the guard works across ranks
     assert len(train.TrainState(**_extra(out)["train_state"]).rng) == 2  # every rank's RNG state
     assert not (out / "rank1").exists() and sorted(p.name for p in out.glob("*.pt")) == ["checkpoint.pt"]
+
+
+# --- fine-tuning -----------------------------------------------------------------------------------
+def test_a_run_can_start_from_another_runs_weights(tmp_path):
+    """Amortised training: a fine-tune starts from the base's weights (every one for the same codec,
+    the transforms and channel steps for another prior) with a fresh schedule; N/M must match."""
+    from lic_utils import models
+
+    base = tmp_path / "base"
+    train.train(smoke(steps=10), base)
+    base_model = models.load_checkpoint(base / "checkpoint.pt")
+    tune = smoke(steps=1, lmbda=2e-2, lr=1e-12, init_from=str(base / "checkpoint.pt"))
+    train.train(tune, tmp_path / "tune")
+    tuned = models.load_checkpoint(tmp_path / "tune" / "checkpoint.pt")
+    for name, p in base_model.named_parameters():  # one step at lr 1e-12 leaves the weights in place
+        assert torch.allclose(p, dict(tuned.named_parameters())[name], atol=1e-6), name
+    hyper = smoke(steps=1, lr=1e-12, prior="hyperprior", init_from=str(base / "checkpoint.pt"))
+    train.train(hyper, tmp_path / "hyper")
+    h = models.load_checkpoint(tmp_path / "hyper" / "checkpoint.pt")
+    assert torch.allclose(h.g_s[0].weight, base_model.g_s[0].weight, atol=1e-6)
+    with pytest.raises(LicError, match="N=16"):
+        train.train(smoke(steps=1, N=8, init_from=str(base / "checkpoint.pt")), tmp_path / "other")
