@@ -272,3 +272,17 @@ def summarize(results_dir: str | Path, ablation_lmbda: float, bitrates=BITRATES)
     for name in ("standing", "verdicts", "claims"):
         atomic_to_csv(out[name], results_dir / f"summary_{name}.csv")
     return out
+
+
+def budget_gain(table: pd.DataFrame, min_steps: int = 2000) -> dict:
+    """What each doubling of training buys (results/training_budget.csv, benchmarks/training_budget.py).
+
+    The PSNR gap to WebP at equal bytes, fitted linearly against log2(steps) over the budgets from
+    `min_steps` on (below that the rate has not settled): dB per doubling, and the steps at which the
+    fit reaches WebP (inf when it does not rise).
+    """
+    fit = table[table["steps"] >= min_steps]
+    gap = fit["psnr"] - fit["webp_psnr"]
+    slope, intercept = np.polyfit(np.log2(fit["steps"]), gap, 1)
+    parity = 2 ** (-intercept / slope) if slope > 0 else float("inf")
+    return {"db_per_doubling": float(slope), "parity_steps": float(parity), "points": int(len(fit))}

@@ -174,6 +174,38 @@ def summary_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
 
 
 # --- matched bitrates: zoomed crops and the comparison viewer ----------------------------------------
+# CompressAI's zoo model bmshj2018-factorized, quality 2 (N=128, M=192, trained for millions of steps
+# on a GPU), on Kodak: results/image/kodak/compressai-bmshj2018-factorized_mse_cuda.json in CompressAI.
+COMPRESSAI_FACTORIZED = {"bpp": 0.189, "psnr": 28.22}
+
+
+def training_budget_figure(table: pd.DataFrame, folder):
+    """figures/04_training_budget.png: PSNR and LPIPS on Kodak (real files) against training minutes
+    (log axis), with WebP and AVIF at each model's bytes; and the PSNR gap to WebP against steps."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    x = table["minutes"]
+    for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "lpips", "LPIPS (lower is better)")):
+        ax.plot(x, table[metric], "o-", lw=2, label="learned (MSE, one thread)")
+        for codec in ("webp", "avif"):
+            ax.plot(x, table[f"{codec}_{metric}"], "s--", lw=1, label=f"{CODEC_LABELS[codec]} at the same bytes")
+        ax.set(xscale="log", xlabel="training time (minutes, one CPU thread)", ylabel=label)
+    axes[0].axhline(COMPRESSAI_FACTORIZED["psnr"], color="grey", ls=":",
+                    label=f"CompressAI bmshj2018-factorized, {COMPRESSAI_FACTORIZED['bpp']} bpp")
+    for xi, row in zip(x, table.itertuples()):
+        axes[0].annotate(f"{row.steps // 1000}k steps\n{row.bpp:.2f} bpp", (xi, row.psnr), fontsize=7,
+                         xytext=(0, -22), textcoords="offset points", ha="center")
+    axes[0].legend(fontsize=8)
+    axes[2].plot(table["steps"], table["psnr"] - table["webp_psnr"], "o-", lw=2)
+    axes[2].axhline(0, color="k", lw=0.8)
+    axes[2].set(xscale="log", xlabel="training steps (log scale)", ylabel="PSNR − WebP's at equal bytes (dB)",
+                title="the gap to WebP")
+    fig.suptitle("What training time buys: one codec, trained from scratch for each budget")
+    fig.tight_layout()
+    return _saved(fig, folder, "04_training_budget.png")
+
+
 CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000"}
 ORIGINAL = "original"
 

@@ -179,3 +179,15 @@ def test_summarize_writes_the_tables_of_the_readme_from_the_caches(tmp_path):
     standing = out["standing"].set_index(["codec", "bpp"])
     assert standing.loc[("webp", 0.2), "d_psnr"] == pytest.approx(30.0 - 26.0)
     assert out["claims"].holds.all() and len(out["claims"]) == 1 + 3 + 4 + 4 + 1
+
+
+def test_budget_gain_fits_the_gap_to_webp_per_doubling():
+    steps = np.array([1000, 2000, 4000, 8000, 16000])
+    gap = -4.0 + 1.0 * np.log2(steps / 2000)  # 1 dB per doubling from 2,000 steps on
+    table = pd.DataFrame({"steps": steps, "psnr": 25 + gap, "webp_psnr": 25.0})
+    table.loc[0, "psnr"] = 10.0  # the 1,000-step point (rate not settled) is left out of the fit
+    gain = compare.budget_gain(table)
+    assert gain["db_per_doubling"] == pytest.approx(1.0) and gain["points"] == 4
+    assert gain["parity_steps"] == pytest.approx(2000 * 2**4)
+    flat = table.assign(psnr=table.webp_psnr - 3)
+    assert compare.budget_gain(flat)["parity_steps"] == float("inf")

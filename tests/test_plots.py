@@ -185,3 +185,12 @@ def test_rd_figures_draw_the_models_each_figure_is_about(tmp_path):
     assert plt.gcf()._suptitle.get_text() == "Classical codecs on Kodak (1 images, real files)"
     assert {p.name for p in tmp_path.iterdir()} == {"05_rd_curves.png", "09_summary_rd.png", "06_loss_ablation.png",
                                                     "07_prior_ablation.png", "05_matched.png", "00_rd_baselines.png"}
+
+
+def test_training_budget_figure(tmp_path):
+    table = pd.DataFrame({"steps": [1000, 2000, 4000], "minutes": [2.3, 4.6, 9.2], "bpp": [0.4, 0.3, 0.26],
+                          "psnr": [22.0, 24.5, 25.5], "lpips": [0.6, 0.5, 0.47], "webp_psnr": [30.0, 29.4, 29.0],
+                          "avif_psnr": [31.0, 30.2, 29.8], "webp_lpips": [0.2, 0.23, 0.25],
+                          "avif_lpips": [0.18, 0.21, 0.23]})
+    path = plots.training_budget_figure(table, tmp_path)
+    assert path == tmp_path / "04_training_budget.png" and path.stat().st_size > 10_000
