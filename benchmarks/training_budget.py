@@ -9,7 +9,7 @@ compressed to real .lic files on all 24 Kodak images, and WebP and AVIF are set 
 same bytes. The table holds one row per budget: steps, training minutes, the learned model's bpp,
 PSNR, MS-SSIM, LPIPS, and the two codecs' numbers at its bytes. Runs are ordinary run folders
 (finished ones are reused, an interrupted one resumes); evaluations are cached by fingerprint in
-the --results folder's learned_kodak.csv / matched_kodak.csv. Notebook 04 draws the table.
+learned_kodak.csv / matched_kodak.csv beside the runs. Notebook 04 draws the table.
 
 Printed at the end: the PSNR gap to WebP at equal bytes against log2(steps), fitted on the budgets
 from 2,000 steps on (at 1,000 steps the rate has not settled), i.e. dB gained per doubling of
@@ -36,9 +36,11 @@ def budget_config(steps: int) -> train.TrainConfig:
     return train.TrainConfig.for_profile("cpu", lmbda=lmbda, steps=steps, threads=1, progress=False)
 
 
-def measure(run_dir: Path, steps: int, images, results: Path) -> dict:
-    learned = evaluate.evaluate_model(run_dir, images, cache=results / "learned_kodak.csv", progress=False)
-    matched = evaluate.matched_codecs(learned, images, CODECS, cache=results / "matched_kodak.csv",
+def measure(run_dir: Path, steps: int, images) -> dict:
+    # caches beside the runs: the study's own caches in results/ must hold the study's models alone
+    cache = run_dir.parent
+    learned = evaluate.evaluate_model(run_dir, images, cache=cache / "learned_kodak.csv", progress=False)
+    matched = evaluate.matched_codecs(learned, images, CODECS, cache=cache / "matched_kodak.csv",
                                       progress=False)
     final = train.read_final(run_dir)
     row = {"steps": steps, "minutes": round(final["elapsed_s"] / 60, 2), "threads": 1,
@@ -61,7 +63,7 @@ def main() -> None:
     for steps in args.steps:
         run_dir = runs / f"budget_mse_{steps}"
         train.train(budget_config(steps), run_dir)
-        rows.append(measure(run_dir, steps, images, results))
+        rows.append(measure(run_dir, steps, images))
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).sort_values("steps")
     files.atomic_to_csv(table, results / "training_budget.csv")

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from lic_utils.data import MAX_PIXELS  # bounds the decoder's memory (≈ 3 GB at the limit)
 from lic_utils.errors import LicError
 
 MAGIC = b"\x89LIC"
@@ -39,7 +40,6 @@ FORMAT_VERSION = 1
 _FIXED = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w: 30 bytes
 _U32 = struct.Struct("<I")
 MAX_SIDE = 65535  # uint16 fields
-MAX_PIXELS = 1 << 24  # 16.8 megapixels: bounds the decoder's memory (~1 GB of activations at N=64)
 MIN_STRING = 8  # a rANS string is at least the coder's 64-bit final state
 STRING_NAMES = {1: ("y",), 2: ("y", "z")}
 PAD_MULTIPLE = {1: 16, 2: 64}  # n_strings → how the image was padded before coding

@@ -3,7 +3,8 @@
 Each command is a pair of small functions below: `_args_NAME(parser)` declares its arguments and
 `_run_NAME(args)` calls into the module that does the work. Heavy modules are imported inside these
 functions, and only the named command's arguments are declared, so that `--help` and light commands
-stay instant. A LicError becomes one line on stderr and exit code 1.
+stay instant. A LicError becomes one line on stderr and exit code 1, and so do the failures a
+command cannot foresee: running out of memory, and reads or writes the system refuses.
 """
 from __future__ import annotations
 
@@ -66,10 +67,11 @@ def _args_baseline(p: argparse.ArgumentParser) -> None:
 
 def _run_baseline(args) -> int:
     from lic_utils import codecs, data, metrics
-    from lic_utils.files import atomic_write_bytes
+    from lic_utils.files import atomic_write_bytes, check_output
 
     codec = codecs.get_codec(args.codec)
     out = codecs.output_path(args.output, codec)
+    check_output(out, args.image)
     img = data.load_rgb(args.image)
     if args.bpp is not None:
         r = codecs.match_bitrate(img, codec, args.bpp)
@@ -232,7 +234,9 @@ def _args_compress(p: argparse.ArgumentParser) -> None:
 
 def _run_compress(args) -> int:
     from lic_utils import bitstream, data, models
+    from lic_utils.files import check_output
 
+    check_output(args.output, args.input, bitstream.MAGIC, ".lic")
     model = models.load_checkpoint(args.checkpoint)
     img = data.load_rgb(args.input)
     size = bitstream.write_lic(args.output, model, data.to_tensor(img))
@@ -249,7 +253,9 @@ def _args_decompress(p: argparse.ArgumentParser) -> None:
 
 def _run_decompress(args) -> int:
     from lic_utils import bitstream, data, models
+    from lic_utils.files import check_output
 
+    check_output(args.output, args.input, b"\x89PNG\r\n\x1a\n", "PNG")
     model = models.load_checkpoint(args.checkpoint)
     x_hat = bitstream.read_lic(args.input, model)
     data.save_png(data.to_uint8(x_hat), args.output)
@@ -280,15 +286,15 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
 def _run_bench(args) -> int:
     import torch
 
-    from lic_utils import bitstream, data, models
+    from lic_utils import bitstream, data, evaluate, models
 
     torch.set_num_threads(args.threads)
+    images = [(name, data.to_tensor(img)[0]) for name, img in evaluate.kodak_images(args.images)]
     if args.checkpoint:
         model = models.load_checkpoint(args.checkpoint)
     else:
         model = models.build_model()
         model.update(force=True)
-    images = [(p.stem, data.to_tensor(data.load_rgb(p))[0]) for p in data.kodak_paths()[: args.images]]
     rows = bitstream.benchmark(model.eval(), images, repeats=args.repeats)
     print(f"{'image':10} {'encode_ms':>9} {'decode_ms':>9} {'bpp':>8} {'est_bpp':>8} {'overhead':>8}")
     for r in rows:
@@ -360,6 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except LicError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):  # torch's CPU OOM
+            raise
+        print("error: out of memory: use a smaller image, or free memory and retry", file=sys.stderr)
+        return 1
+    except OSError as e:  # a read or write no command foresaw: still one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check the path, its permissions and the free space",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

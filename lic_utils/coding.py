@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # compressai's import triggers torch.jit.script
 from lic_utils.errors import LicError
 
 __all__ = ["EntropyBottleneck", "GaussianConditional", "bottleneck_likelihood", "gaussian_likelihood",
-           "bottleneck_indexes", "tables_ready", "check_encodable", "check_latents", "rans_safe"]
+           "bottleneck_indexes", "tables_ready", "validate_tables", "check_encodable", "check_latents", "rans_safe"]
 
 
 def bottleneck_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
@@ -45,6 +45,32 @@ def bottleneck_indexes(eb: EntropyBottleneck, size: torch.Size) -> torch.Tensor:
 def tables_ready(coder: EntropyBottleneck | GaussianConditional) -> bool:
     """Whether `update()` has built the coder's rANS tables."""
     return coder._offset.numel() > 0
+
+
+def validate_tables(coder, name: str = "the coder") -> None:
+    """Refuse rANS tables that would crash CompressAI's native coder, which trusts them.
+
+    An EntropyBottleneck's or GaussianConditional's `_quantized_cdf` (one row per table),
+    `_cdf_length` and `_offset` (one entry per row) must have one row per channel (EntropyBottleneck)
+    or per scale of `scale_table` (GaussianConditional); every row must start at 0, increase strictly
+    over its length (a symbol of frequency 0 divides by zero) and end there at 2^16, the coder's
+    precision (else a search runs past the row); offsets must lie within ±2^24, as latents do.
+    """
+    cdf, length, offset = coder._quantized_cdf, coder._cdf_length, coder._offset
+    rows = coder.channels if isinstance(coder, EntropyBottleneck) else coder.scale_table.numel()
+    if (cdf.dtype, length.dtype, offset.dtype) != (torch.int32,) * 3 or cdf.dim() != 2 \
+            or cdf.shape[0] != rows or length.shape != (rows,) or offset.shape != (rows,):
+        raise LicError(f"the rANS tables of {name} have the wrong shapes or types "
+                       f"(expected {rows} rows of int32)")
+    if not ((length >= 2) & (length <= cdf.shape[1])).all():
+        raise LicError(f"the rANS tables of {name} have lengths outside 2..{cdf.shape[1]}")
+    inside = torch.arange(1, cdf.shape[1], device=cdf.device) < length[:, None]  # steps within a row
+    if not ((cdf[:, 0] == 0).all() and ((cdf.diff(dim=1) > 0) | ~inside).all()
+            and (cdf.gather(1, length[:, None].long() - 1) == 1 << 16).all()):
+        raise LicError(f"the rANS tables of {name} have a CDF row that does not rise strictly "
+                       "from 0 to 2^16")
+    if offset.abs().max() > 2**24:
+        raise LicError(f"the rANS tables of {name} have offsets beyond ±2^24")
 
 
 def check_encodable(symbols: torch.Tensor, indexes: torch.Tensor, coder) -> None:

@@ -9,7 +9,8 @@ and its sha256 is checked every time (once per process per unchanged file). A mi
 file raises a LicError naming the file, both checksums and the command that fixes it.
 
 Images are always handed out as 8-bit RGB: `load_rgb` converts grayscale, palette, alpha and 16-bit
-inputs explicitly. Kodak is for evaluation only; BSDS500 is for training.
+inputs explicitly, and refuses images over MAX_PIXELS from their header, before decoding them.
+Kodak is for evaluation only; BSDS500 is for training.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +34,9 @@ from lic_utils.errors import LicError
 from lic_utils.files import DATA_DIR, REPO
 
 MANIFEST = DATA_DIR / "manifest.csv"
+# The largest image any command reads, compresses or decodes (4096×4096). At the limit `compress` and
+# `decompress` peak at ≈ 3 GB of memory (the cpu profile's hyperprior) and `metrics` at ≈ 6 GB.
+MAX_PIXELS = 1 << 24
 SETS = ("kodak", "bsds500", "lpips")
 LPIPS_BACKBONE = "lpips/alexnet_features_imagenet1k_v1.pth"
 
@@ -93,18 +98,23 @@ def sha256_file(path: Path) -> str:
 _verified: dict[tuple, bool] = {}
 
 
-def _check(path: Path, entry: Entry) -> None:
-    """Raise a LicError unless `path` has the manifest's sha256 (memoised on path, size and mtime)."""
+def _check(path: Path, entry: Entry, mirror: bool = False) -> None:
+    """Raise a LicError unless `path` has the manifest's sha256 (memoised on path, size and mtime).
+
+    The fix named for a copy in the mirror leaves the mirror alone (it is shared, often read-only):
+    `data fetch` then downloads a verified copy into the project's data/ folder.
+    """
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if _verified.get(key):
         return
     actual = sha256_file(path)
     if actual != entry.sha256:
-        raise LicError(
-            f"{path} is corrupted: sha256 {actual}, expected {entry.sha256} (manifest data/manifest.csv). "
-            f"Fix: delete it and run `{fix_command(entry.set)}`"
-        )
+        fix = (f"run `{fix_command(entry.set)}` to download a verified copy into {DATA_DIR}, or set "
+               "LIC_DATA_MIRROR to an intact mirror" if mirror else
+               f"delete it and run `{fix_command(entry.set)}`")
+        raise LicError(f"{path} is corrupted: sha256 {actual}, expected {entry.sha256} "
+                       f"(manifest data/manifest.csv). Fix: {fix}")
     _verified[key] = True
 
 
@@ -124,7 +134,7 @@ def resolve(rel: str, download: bool = True) -> Path:
         return local
     mirror = mirror_dir()
     if mirror is not None and (mirror / rel).exists():
-        _check(mirror / rel, entry)
+        _check(mirror / rel, entry, mirror=True)
         return mirror / rel
     if not download:
         raise LicError(
@@ -170,7 +180,8 @@ def _fetch_alexnet_features(out: Path) -> None:
 def fetch(sets=None, progress: bool = True) -> list[Path]:
     """Make verified copies of the sets in the project's data/ folder (from the mirror or the web).
 
-    A corrupted local copy is replaced. Returns the local paths.
+    A corrupted local copy is replaced; a corrupted mirror copy is left alone and downloaded instead.
+    Returns the local paths.
     """
     from tqdm.auto import tqdm
 
@@ -179,15 +190,12 @@ def fetch(sets=None, progress: bool = True) -> list[Path]:
     for entry in tqdm(entries(sets), desc="fetch", unit="file", disable=not progress):
         local = DATA_DIR / entry.path
         if local.exists():
-            try:
-                _check(local, entry)
+            if _intact(local, entry):
                 out.append(local)
                 continue
-            except LicError:
-                local.unlink()
+            local.unlink()
         source = mirror / entry.path if mirror is not None else None
-        if source is not None and source.exists():
-            _check(source, entry)
+        if source is not None and source.exists() and _intact(source, entry):
             local.parent.mkdir(parents=True, exist_ok=True)
             tmp = local.with_name(f".{local.name}.tmp")
             shutil.copyfile(source, tmp)
@@ -196,6 +204,14 @@ def fetch(sets=None, progress: bool = True) -> list[Path]:
             _download(entry, local)
         out.append(local)
     return out
+
+
+def _intact(path: Path, entry: Entry) -> bool:
+    try:
+        _check(path, entry)
+        return True
+    except LicError:
+        return False
 
 
 def verify(sets=None, progress: bool = True) -> int:
@@ -217,13 +233,26 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """
     register_heif()
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            return pil_to_rgb(im)
+        with warnings.catch_warnings():  # Pillow's own, far larger, limit: refused like ours
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                check_image_size(*im.size, path)
+                im = ImageOps.exif_transpose(im)
+                return pil_to_rgb(im)
     except FileNotFoundError:
         raise LicError(f"{path}: no such file") from None
-    except (Image.UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise LicError(f"{path} has more than {MAX_PIXELS} pixels (the limit, 4096×4096): "
+                       "crop or downscale it") from None
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # (pillow-heif)
         raise LicError(f"{path} is not an image Pillow can read ({e})") from None
+
+
+def check_image_size(width: int, height: int, name) -> None:
+    """Refuse an image over MAX_PIXELS (before it is decoded)."""
+    if width * height > MAX_PIXELS:
+        raise LicError(f"{name} is {width}×{height} = {width * height} pixels, more than the limit of "
+                       f"{MAX_PIXELS} (4096×4096): crop or downscale it")
 
 
 def pil_to_rgb(im: Image.Image) -> np.ndarray:

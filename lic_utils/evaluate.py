@@ -51,9 +51,13 @@ def kodak_images(limit: int | None = None, crop: int | None = None) -> list[tupl
     with the full image's in a cache (the smoke profile uses this to stay fast).
     """
     from lic_utils import data
+    from lic_utils.errors import LicError
 
+    paths = data.kodak_paths()
+    if limit is not None and not 1 <= limit <= len(paths):
+        raise LicError(f"the number of Kodak images must be in 1..{len(paths)}, got {limit}")
     out = []
-    for p in data.kodak_paths()[:limit]:
+    for p in paths[:limit]:
         img = data.load_rgb(p)
         if crop:
             top, left = (img.shape[0] - crop) // 2, (img.shape[1] - crop) // 2

@@ -16,6 +16,8 @@ import hashlib
 import io
 import json
 import math
+import pickle
+import textwrap
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -292,11 +294,17 @@ def _read_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise LicError(f"checkpoint {path} not found "
                        "(train one with `python -m lic_utils train`, or fix the path)")
+    if path.stat().st_size == 0:
+        raise LicError(f"{path} is empty (0 bytes), not a checkpoint: copy or train it again")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused it: say why, not how to bypass that
+        lines = str(e).partition("WeightsUnpickler error:")[2].strip().splitlines() or ["unknown"]
+        raise LicError(f"{path} is not a lic_utils checkpoint (refused by the weights-only loader: "
+                       f"{_brief(lines[0].split('. Please')[0])})") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem means "not our checkpoint"
-        first_line = (str(e).splitlines() or [""])[0][:200]
-        raise LicError(f"{path} is not a lic_utils checkpoint ({type(e).__name__}: {first_line})") from None
+        raise LicError(f"{path} is not a lic_utils checkpoint ({type(e).__name__}: {_brief(e)})"
+                       ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise LicError(f"{path} is not a lic_utils checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     if ckpt.get("version") != CHECKPOINT_VERSION:
@@ -319,15 +327,26 @@ def load_checkpoint(path, map_location="cpu") -> LearnedCodec:
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (RuntimeError, KeyError, ValueError) as e:
-        first_line = str(e).splitlines()[0][:200]
-        raise LicError(f"{path}: weights do not fit config {cfg.to_dict()} ({first_line})") from None
+        raise LicError(f"{path}: weights do not fit config {cfg.to_dict()} ({_brief(e)})") from None
     model = model.to(map_location).eval()
     if not model.coder_ready():
         model.update(force=True)
-    elif ckpt.get("fingerprint") not in (None, model.fingerprint()):
+        return model
+    if ckpt.get("fingerprint") not in (None, model.fingerprint()):
         raise LicError(f"{path} is corrupted: its weights hash to {model.fingerprint()}, "
                        f"the file says {ckpt['fingerprint']}")
+    for name, coder in model.named_modules():
+        if isinstance(coder, (coding.EntropyBottleneck, coding.GaussianConditional)):
+            try:
+                coding.validate_tables(coder, name)
+            except LicError as e:
+                raise LicError(f"{path} is corrupted: {e}; retrain or use another checkpoint") from None
     return model
+
+
+def _brief(e) -> str:
+    """An exception's message on one line, at most 200 characters, cut between words."""
+    return textwrap.shorten(" ".join(str(e).split()), 200, placeholder=" …") or type(e).__name__
 
 
 def load_checkpoint_extra(path, map_location="cpu") -> dict | None:

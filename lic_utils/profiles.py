@@ -37,6 +37,11 @@ class Profile:
     ablation_lmbda: float = 4e-3
     extra_variants: dict = field(default_factory=dict)
     workers: int = 1
+    # amortised training, as CompressAI's zoo was made: one long MSE run at the ablation λ (the
+    # `base`: TrainConfig fields over `train`), then every run of the grid fine-tuned from it
+    # (`finetune`: the fine-tunes' fields). An empty `base`: every run trains from scratch.
+    base: dict = field(default_factory=dict)
+    finetune: dict = field(default_factory=dict)
     # evaluation: the first `images` Kodak images (centre crops of `crop` pixels when set), the
     # classical codecs compared (None: all five) and their sweep (None: every quality setting)
     images: int = 24
@@ -61,6 +66,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                    ckpt_every=20, num_val_crops=2, val_crop=128, guard_window=10, threads=1),
         lmbdas=(1.6e-2, 8e-3, 4e-3, 2e-3), ablation_lmbda=4e-3,
         extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1,
+        base=dict(steps=40), finetune=dict(steps=20, warmup=5),
         images=2, crop=256, codecs=("jpeg", "webp", "jpeg2000"), n_qualities=4, viewer_crop=0.5,
         viewer_lmbdas=(4e-3,),
         explain=dict(N=16, M=24, steps=20, crop=64, batch=4),
@@ -68,8 +74,11 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     ),
     Profile(
         "cpu",
-        # the TrainConfig defaults: N=48, 3500 steps of 8 128×128 crops, lr 1e-3 (benchmarks/tune_cpu.py)
+        # the TrainConfig defaults: N=48, 8 128×128 crops a step, lr 1e-3 (benchmarks/tune_cpu.py).
+        # Amortised (benchmarks/training_budget.py, amortised_training.py): a 32,000-step base (≈ 1 h
+        # on 2 cores), then 1,500-step fine-tunes at lr 5e-4, two at a time (≈ 50 min for 16 runs)
         train=dict(),
+        base=dict(steps=32_000), finetune=dict(steps=1500, lr=5e-4, warmup=50),
         lmbdas=(1.2e-2, 6e-3, 4e-3, 1.5e-3), ablation_lmbda=4e-3,
         extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=2,
         images=24,

@@ -117,18 +117,45 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
     root = Path(runs_dir or RUNS_DIR)
     out = str(root / f"study-{p.name}")
     one = [p.ablation_lmbda]
+    base = base_run(p, root)
+    tune = {**p.finetune, "init_from": str(base[0] / "checkpoint.pt")} if base else {}
     if group == "main":
         return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
-                          variants=dict(LOSS_VARIANTS), lmbdas=list(p.lmbdas))]
+                          variants=dict(LOSS_VARIANTS), lmbdas=list(p.lmbdas), overrides=tune)]
     if group == "loss":
         return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
-                          variants=dict(p.extra_variants), lmbdas=one)]
+                          variants=dict(p.extra_variants), lmbdas=one, overrides=tune)]
     mse = {"mse": LOSS_VARIANTS["mse"]}
     return [SweepSpec(profile=p.name, out=out, priors=["factorized-gaussian", "hyperprior"],
-                      variants=mse, lmbdas=one),
+                      variants=mse, lmbdas=one, overrides=tune),
             SweepSpec(profile=p.name, out=str(root / f"study-{p.name}-noscale"),
                       priors=["factorized"], variants=mse, lmbdas=one,
-                      overrides={"channel_scale": False}, tag="noscale")]
+                      overrides={**tune, "channel_scale": False}, tag="noscale")]
+
+
+def base_run(profile: str | Profile, runs_dir=None):
+    """(run folder, TrainConfig) of the profile's base run (an MSE run at the ablation λ that every
+    run of the grid is fine-tuned from), or None when the profile trains every run from scratch."""
+    from lic_utils.files import RUNS_DIR
+    from lic_utils.train import TrainConfig
+
+    p = get_profile(profile)
+    if not p.base:
+        return None
+    cfg = TrainConfig.for_profile(p.name, lmbda=p.ablation_lmbda, **p.base)
+    return Path(runs_dir or RUNS_DIR) / f"study-{p.name}-base" / "base", cfg
+
+
+def train_base(profile: str | Profile, runs_dir=None, progress: bool = True) -> bool:
+    """Train (or resume, or reuse) the profile's base run with every core; True if it trained now."""
+    from lic_utils.train import run_status, train
+
+    base = base_run(profile, runs_dir)
+    if base is None or run_status(base[0]) == "done":
+        return False
+    print(f"[study] training the base run {base[0]} ({base[1].steps} steps)", flush=True)
+    train(base[1].replace(progress=progress and base[1].progress), base[0])
+    return True
 
 
 def ablation_sweep(profile: str | Profile, runs_dir=None):
@@ -147,6 +174,9 @@ def train_all(profile: str | Profile, runs_dir=None, progress: bool = True,
     from lic_utils.train import run_status
 
     p = get_profile(profile)
+    start = time.perf_counter()
+    if train_base(p, runs_dir, progress) and timings is not None:
+        _log_timing(timings, "train_all: base run", p.name, time.perf_counter() - start)
     specs = [s for g in GROUPS for s in sweeps(p, runs_dir, g)]
     jobs = {}
     for spec in specs:
@@ -177,6 +207,7 @@ def train_runs(profile: str | Profile, runs_dir=None, group: str = "main", progr
     from lic_utils.sweeps import sweep
 
     p = get_profile(profile)
+    train_base(p, runs_dir, progress)
     frames = []
     for spec in sweeps(p, runs_dir, group):
         if lmbdas is not None:

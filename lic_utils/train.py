@@ -8,7 +8,9 @@ A run folder (`runs/NAME/`) holds
 - `checkpoint.pt` the latest checkpoint, written atomically every `ckpt_every` steps and at the end
                  through `models.save_checkpoint` (entropy-coder tables updated, so `compress` can
                  use it); its `extra` holds the config and the `TrainState`,
-- `final.json`   written last: the marker that the run is finished, with its final metrics.
+- `final.json`   written last: the marker that the run is finished, with its final metrics,
+- `.lock`        flock-ed by the process training the run: a second one is refused (the OS drops
+                 the lock when the process ends, even by kill -9).
 
 `train(cfg, out)` is the entry point. A `Trainer` holds the model, its two optimizers, the `Guard`
 and the data; `Trainer.fit` steps it: sample crops, forward, L (lic_utils.losses), the guard's
@@ -33,6 +35,7 @@ Profiles (`TrainConfig.for_profile`) are rows of `lic_utils.profiles.PROFILES`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
@@ -54,7 +57,7 @@ from lic_utils import models
 from lic_utils.distributed import (DistEnv, any_rank, finish_distributed, get_rng_state, init_distributed,
                                    pick_device, seed_everything, set_rng_state)
 from lic_utils.errors import LicError
-from lic_utils.files import atomic_write_text
+from lic_utils.files import atomic_write_text, folder_lock
 from lic_utils.losses import LossConfig, RateDistortionLoss
 from lic_utils.models import ModelConfig
 from lic_utils.profiles import get_profile
@@ -70,6 +73,9 @@ LOG_COLUMNS = [
 OPERATIONAL_FIELDS = {"device", "threads", "log_every", "val_every", "ckpt_every", "progress"}
 # Test hooks that config.json files written before the callbacks hold; they are ignored there.
 RETIRED_FIELDS = {"fault_steps", "debug_hashes"}
+# A run whose guard fires without end has failed (see Guard.failure): no final.json, a LicError.
+MAX_ROLLBACKS_IN_A_ROW = 3  # rollbacks with no good step between them
+MIN_LR_SCALE = 1e-3  # each rollback halves the learning rate: 10 rollbacks in all go below this
 
 
 # --- configuration ---------------------------------------------------------------------------------
@@ -446,12 +452,15 @@ class Guard:
     the median of the last `guard_window` good losses. The rollback target is the state at the
     last checkpoint, or the in-memory snapshot taken every `snapshot_every` steps while no step is
     going bad; weights and both optimizers go back to it (the step count and the data go on).
+    The run has failed after MAX_ROLLBACKS_IN_A_ROW rollbacks without a good step between them, or
+    once rollbacks have cut the learning rate below MIN_LR_SCALE of its schedule.
     """
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, opt, aux_opt):
         self.cfg, self.parts = cfg, {"model": model, "opt": opt, "aux": aux_opt}
         self.history: deque[float] = deque(maxlen=cfg.guard_window)
         self.bad_streak = 0
+        self.rollbacks = 0  # since the last good step
         self.last_good: dict = {}
 
     def check(self, loss: float) -> str | None:
@@ -465,7 +474,7 @@ class Guard:
         return None
 
     def good(self, loss: float) -> None:
-        self.bad_streak = 0
+        self.bad_streak = self.rollbacks = 0
         self.history.append(loss)
 
     def bad(self) -> bool:
@@ -493,15 +502,26 @@ class Guard:
         self.parts["opt"].load_state_dict(copy.deepcopy(self.last_good["opt"]))
         self.parts["aux"].load_state_dict(copy.deepcopy(self.last_good["aux"]))
         self.bad_streak = 0
+        self.rollbacks += 1
         self.history.clear()
         return self.last_good["step"]
 
+    def failure(self, lr_scale: float) -> str | None:
+        """Why the run has failed (the guard fires without end), or None."""
+        if self.rollbacks >= MAX_ROLLBACKS_IN_A_ROW:
+            return f"{self.rollbacks} rollbacks without a good step between them"
+        if lr_scale < MIN_LR_SCALE:
+            return f"rollbacks have cut the learning rate to {lr_scale:g} of its schedule"
+        return None
+
     def state_dict(self) -> dict:
-        return {"history": list(self.history), "bad_streak": self.bad_streak}
+        return {"history": list(self.history), "bad_streak": self.bad_streak,
+                "rollbacks": self.rollbacks}
 
     def load_state_dict(self, state: dict) -> None:
         self.history.extend(state["history"])
         self.bad_streak = int(state["bad_streak"])
+        self.rollbacks = int(state.get("rollbacks", 0))  # absent from checkpoints of older code
 
 
 class Callback:
@@ -644,6 +664,12 @@ class Trainer:
             back_to = self.guard.rollback()
             self._call("on_event", "rollback", f"{streak} bad steps: weights and optimizers back to "
                                                f"step {back_to}, lr scale halved to {self.lr_scale:g}")
+            failure = self.guard.failure(self.lr_scale)
+            if failure:
+                self._call("on_event", "failed", failure)
+                raise LicError(f"{self.run_dir}: training failed at step {self.step}: {failure} (no "
+                               "final.json was written). Fix: check λ, β, γ and lr, then retrain in "
+                               "another --out (log.csv has the events)")
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -733,9 +759,11 @@ def start_from(model: models.LearnedCodec, checkpoint: str | os.PathLike) -> Non
     if (base.config.N, base.config.M) != (model.config.N, model.config.M):
         raise LicError(f"cannot start from {checkpoint}: it has N={base.config.N}, M={base.config.M}, "
                        f"this run N={model.config.N}, M={model.config.M}")
-    weights = dict(base.named_parameters())  # not the coder tables: checkpoints rebuild them
+    weights = {k: v.detach().clone() for k, v in base.named_parameters()}  # not the coder tables
     if base.config.prior != model.config.prior:
         weights = {k: v for k, v in weights.items() if k.startswith(("g_a.", "g_s.", "log_channel_scale"))}
+    if base.config.channel_scale and not model.config.channel_scale:
+        _fold_channel_scale(weights)
     own = dict(model.named_parameters())
     missing = [k for k in weights if k not in own or own[k].shape != weights[k].shape]
     if missing:
@@ -744,6 +772,17 @@ def start_from(model: models.LearnedCodec, checkpoint: str | os.PathLike) -> Non
     with torch.no_grad():
         for k, v in weights.items():
             own[k].copy_(v)
+
+
+def _fold_channel_scale(weights: dict) -> None:
+    """Fold the learned step s into the transforms, for a codec without one: v = g_a(x)/s becomes g_a's
+    last convolution divided by s (per output channel), and g_s(v̂·s) its first transposed
+    convolution multiplied by s (per input channel): the same function, no separate step."""
+    s = weights.pop("log_channel_scale").exp()
+    last = max(int(k.split(".")[1]) for k in weights if k.startswith("g_a.") and k.endswith(".weight"))
+    weights[f"g_a.{last}.weight"] /= s.reshape(-1, 1, 1, 1)
+    weights[f"g_a.{last}.bias"] /= s
+    weights["g_s.0.weight"] *= s.reshape(-1, 1, 1, 1)
 
 
 def _train_state(extra: dict | None, ckpt: Path) -> TrainState:
@@ -848,7 +887,8 @@ def train(cfg: TrainConfig | dict, out: str | os.PathLike, callbacks: Sequence[C
     """Train (or resume, or skip if finished) the run folder `out` with `cfg`.
 
     Returns the run's summary: final.json's contents with "status" "done" (or "already done"), or
-    {"status": "stopped", ...} when a callback stopped the run early.
+    {"status": "stopped", ...} when a callback stopped the run early. A LicError when another
+    process is training `out` (its `.lock`), or when the run fails (Guard.failure).
     """
     cfg = cfg if isinstance(cfg, TrainConfig) else TrainConfig.from_dict(cfg)
     run_dir = Path(out)
@@ -865,7 +905,8 @@ def train(cfg: TrainConfig | dict, out: str | os.PathLike, callbacks: Sequence[C
         threads = cfg.threads or shared
         if threads:
             torch.set_num_threads(threads)  # restored on the way out
-        return Trainer(cfg, run_dir, env, callbacks).fit()
+        with folder_lock(run_dir, "training") if env.main else contextlib.nullcontext():
+            return Trainer(cfg, run_dir, env, callbacks).fit()
     finally:
         torch.set_num_threads(threads_before)
         finish_distributed(env)

@@ -1,5 +1,7 @@
 """Data: the manifest catches corruption, the resolver's order, and explicit 8-bit RGB conversion."""
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -54,14 +56,28 @@ def test_corrupted_local_copy_is_caught_with_the_fix(project_data):
     assert "python -m lic_utils data fetch kodak" in msg
 
 
-def test_corrupted_mirror_copy_is_caught(project_data):
-    _, mirror, real_mirror = project_data
+def test_corrupted_mirror_copy_is_caught_and_left_alone(project_data, monkeypatch):
+    """The mirror is shared and often read-only: the fix is a download into data/, which
+    `data fetch` makes when the mirror's copy is corrupted."""
+    local, mirror, real_mirror = project_data
     (mirror / "kodak").mkdir()
     shutil.copy(real_mirror / KODIM01, mirror / KODIM01)
     assert data.resolve(KODIM01) == mirror / KODIM01
     _corrupt(mirror / KODIM01)
-    with pytest.raises(LicError, match="corrupted"):
+    with pytest.raises(LicError, match="corrupted") as err:
         data.resolve(KODIM01)
+    assert "delete" not in str(err.value) and "python -m lic_utils data fetch kodak" in str(err.value)
+    downloads = []
+
+    def download(entry, dest):  # offline: the real mirror stands in for the web
+        downloads.append(entry.path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(real_mirror / entry.path, dest)
+
+    monkeypatch.setattr(data, "_download", download)
+    data.fetch(["kodak"], progress=False)
+    assert KODIM01 in downloads and data.resolve(KODIM01) == local / KODIM01
+    assert data.sha256_file(mirror / KODIM01) != data.manifest()[KODIM01].sha256  # untouched
 
 
 def test_missing_file_names_the_fix(project_data):
@@ -122,6 +138,45 @@ def test_not_an_image_is_one_clear_error(tmp_path):
     (tmp_path / "x.png").write_text("hello")
     with pytest.raises(LicError, match="not an image"):
         data.load_rgb(tmp_path / "x.png")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims width × height (1-bit gray) but holds no pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side, message", [
+    (4100, "is 4100×4100 = 16810000 pixels, more than the limit of 16777216"),  # ours
+    (12000, "has more than 16777216 pixels"),  # Pillow's DecompressionBombWarning
+    (30000, "has more than 16777216 pixels"),  # Pillow's DecompressionBombError
+])
+def test_image_size_is_checked_from_the_header_before_decoding(tmp_path, side, message):
+    """These files hold no pixels: decoding them would fail as truncated, so only a check of the
+    header's size gives the size error."""
+    (tmp_path / "x.png").write_bytes(png_header(side, side))
+    with pytest.raises(LicError, match=message) as err:
+        data.load_rgb(tmp_path / "x.png")
+    assert "crop or downscale it" in str(err.value) and data.MAX_PIXELS == 4096 * 4096
+    (tmp_path / "x.png").write_bytes(png_header(4096, 4096))  # at the limit: decoded (and truncated)
+    with pytest.raises(LicError, match="not an image Pillow can read"):
+        data.load_rgb(tmp_path / "x.png")
+
+
+def test_a_truncated_heic_is_one_clear_error(tmp_path):
+    import pillow_heif
+
+    rng = np.random.default_rng(0)
+    buf = tmp_path / "full.heic"
+    pillow_heif.from_pillow(Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8))).save(buf)
+    blob = buf.read_bytes()
+    for n in range(64, len(blob), len(blob) // 20):  # pillow-heif raises ValueError for most of these
+        (tmp_path / "cut.heic").write_bytes(blob[:n])
+        with pytest.raises(LicError, match="not an image Pillow can read"):
+            data.load_rgb(tmp_path / "cut.heic")
 
 
 def test_kodak_dataset_gives_named_full_images():

@@ -176,3 +176,15 @@ def test_cli_evaluate_prints_the_model_and_its_codecs(tmp_path, capsys):
     assert model["model"] == "run" and model["fingerprint"] == fp and model["images"] == 1
     assert jpeg["codec"] == "jpeg" and jpeg["at_bpp_of"] == "run"
     assert evaluate.read_rows(tmp_path / "matched_kodak.csv")["fingerprint"].tolist() == [fp]
+
+
+@pytest.mark.parametrize("n", [0, -1, 25])
+def test_cli_refuses_an_image_count_outside_kodak(tmp_path, capsys, n):
+    """--images 0 failed with a KeyError, and -1 silently evaluated 23 images (a Python slice)."""
+    from lic_utils import cli
+
+    _save(tmp_path / "run", 0)
+    for command in (["evaluate", str(tmp_path / "run"), "--results", str(tmp_path)], ["bench"]):
+        assert cli.main([*command, "--images", str(n)]) == 1
+        assert capsys.readouterr().err == f"error: the number of Kodak images must be in 1..24, got {n}\n"
+    assert not (tmp_path / "learned_kodak.csv").exists()

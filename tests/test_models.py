@@ -376,3 +376,64 @@ def test_a_planted_training_state_is_refused_without_running_code(tmp_path):
     with pytest.raises(LicError, match="not plain data"):
         models.load_checkpoint_extra(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_checkpoint_errors_are_short_whole_words_and_never_advise_unsafe_loading(tmp_path):
+    """torch's refusal advises weights_only=False (which runs code): never repeated; long messages
+    are cut between words."""
+    torch.save({"evil": _Planted(tmp_path / "pwned")}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    for name, message in [("evil.pt", "refused by the weights-only loader: Unsupported global"),
+                          ("junk.pt", "refused by the weights-only loader"),
+                          ("empty.pt", r"is empty \(0 bytes\)")]:
+        with pytest.raises(LicError, match=message) as err:
+            models.load_checkpoint(tmp_path / name)
+        msg = str(err.value)
+        assert "weights_only" not in msg and "\n" not in msg and "\x1b" not in msg and len(msg) < 300, msg
+    assert not (tmp_path / "pwned").exists()
+    ckpt = torch.load(models.save_checkpoint(tmp_path / "c.pt", tiny()), weights_only=True)
+    ckpt["config"]["M"] = 13
+    ckpt["config_hash"] = models.ModelConfig.from_dict(ckpt["config"]).config_hash()
+    torch.save(ckpt, tmp_path / "shape.pt")
+    with pytest.raises(LicError, match="do not fit") as err:
+        models.load_checkpoint(tmp_path / "shape.pt")
+    detail = str(err.value).split("(", 2)[-1]
+    assert detail.endswith(" …)") and "size mismatch" in detail  # the detail, cut after a whole word
+
+
+def _tamper(sd, prefix, how):
+    cdf, length, offset = (sd[f"{prefix}.{k}"] for k in ("_quantized_cdf", "_cdf_length", "_offset"))
+    if how == "zeroed row":  # every frequency 0: CompressAI's encoder divides by it (SIGFPE)
+        cdf[0].zero_()
+    elif how == "flat step":  # one symbol of frequency 0
+        cdf[1, 2] = cdf[1, 1]
+    elif how == "short of 2^16":  # the decoder's search would run past the row
+        cdf[0, length[0] - 1] = 65535
+    elif how == "length past the row":
+        length[0] = cdf.shape[1] + 1
+    elif how == "offset out of range":
+        offset[0] = 2**30
+    elif how == "row missing":
+        sd[f"{prefix}._quantized_cdf"] = cdf[1:].clone()
+
+
+@pytest.mark.parametrize("prior, coder", [("factorized", "prior.entropy_bottleneck"),
+                                          ("factorized-gaussian", "prior.gaussian_conditional"),
+                                          ("hyperprior", "prior.gaussian_conditional")])
+def test_coder_tables_are_validated_on_load(prior, coder, tmp_path):
+    """A checkpoint that unpickles fine (weights-only) and whose fingerprint was recomputed can still
+    carry tables that crash the native coder: each is refused with one line."""
+    path = models.save_checkpoint(tmp_path / "c.pt", tiny(prior))
+    assert models.load_checkpoint(path).coder_ready()
+    for how in ("zeroed row", "flat step", "short of 2^16", "length past the row", "offset out of range",
+                "row missing"):
+        ckpt = torch.load(path, weights_only=True)
+        _tamper(ckpt["state_dict"], coder, how)
+        m = models.build_model(ckpt["config"])
+        m.load_state_dict(ckpt["state_dict"])
+        ckpt["fingerprint"] = m.fingerprint()
+        torch.save(ckpt, tmp_path / "bad.pt")
+        with pytest.raises(LicError, match=f"is corrupted: the rANS tables of {coder} have") as err:
+            models.load_checkpoint(tmp_path / "bad.pt")
+        assert "\n" not in str(err.value), how

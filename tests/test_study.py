@@ -108,3 +108,21 @@ def test_cli_figures_redraws_from_a_results_folder(tmp_path, capsys):
     assert cli.main(["figures", "--results", str(tmp_path), "--figures", str(tmp_path / "f"),
                      "--profile", "smoke"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "f" / "00_rd_baselines.png")]
+
+
+def test_the_grid_is_fine_tuned_from_one_base_run(tmp_path):
+    """Amortised training: a profile with a `base` trains one MSE run at the ablation λ first, and
+    every run of its grid starts from that run's weights with the profile's fine-tuning settings."""
+    smoke = PROFILES["smoke"]
+    base_dir, base_cfg = study.base_run("smoke", tmp_path)
+    assert base_cfg.steps == smoke.base["steps"] and base_cfg.loss.lmbda == smoke.ablation_lmbda
+    assert (base_cfg.loss.beta, base_cfg.loss.gamma) == (0, 0)
+    for group in study.GROUPS:
+        for spec in study.sweeps("smoke", tmp_path, group):
+            for _, _, cfg in spec.runs():
+                assert cfg.init_from == str(base_dir / "checkpoint.pt")
+                assert cfg.steps == smoke.finetune["steps"]
+    assert study.train_base("smoke", tmp_path, progress=False) is True
+    assert study.train_base("smoke", tmp_path, progress=False) is False  # reused
+    assert study.base_run("gpu", tmp_path) is None  # trained from scratch
+    assert all(cfg.init_from == "" for spec in study.sweeps("gpu", tmp_path) for _, _, cfg in spec.runs())

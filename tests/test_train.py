@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -162,7 +163,7 @@ def test_the_training_state_is_one_plain_object(smoke_run):
     assert set(extra) == {"train_config", "train_state"} and extra["train_config"] == cfg.to_dict()
     state = train.TrainState(**extra["train_state"])
     assert state.step == cfg.steps and state.lr_scale == 1.0 and state.elapsed_s > 0
-    assert set(state.guard) == {"history", "bad_streak"} and len(state.rng) == 1
+    assert set(state.guard) == {"history", "bad_streak", "rollbacks"} and len(state.rng) == 1
     assert state.optimizer["state"] and state.aux_optimizer["state"]
     assert set(state.aux_params) == {n for n, _ in params_of(out).items() if n.endswith("quantiles")}
 
@@ -307,6 +308,33 @@ def test_the_guard_flags_spikes():
     assert [guard.bad() for _ in range(3)] == [False, False, True]
 
 
+class NanEvery(train.Callback):
+    """The loss of every step that is not a multiple of `good_every` becomes NaN."""
+
+    def __init__(self, good_every=0):
+        self.good_every = good_every
+
+    def on_loss(self, trainer, loss):
+        good = self.good_every and trainer.step % self.good_every == 0
+        return loss if good else loss * float("nan")
+
+
+@pytest.mark.parametrize("max_bad_steps, good_every, failure", [
+    (3, 0, "at step 8: 3 rollbacks without a good step between them"),  # rollbacks at 2, 5, 8
+    (1, 2, "at step 19: rollbacks have cut the learning rate to 0.000976562 of its schedule"),  # 10th
+])
+def test_a_guard_that_fires_without_end_fails_the_run(tmp_path, max_bad_steps, good_every, failure):
+    """Skipping and rolling back for ever would end "done" with an untrained model: the run fails
+    loudly instead, writes no final.json, and log.csv says why."""
+    cfg = smoke(steps=40, ckpt_every=10, max_bad_steps=max_bad_steps)
+    with pytest.raises(LicError, match=f"training failed {failure}") as err:
+        train.train(cfg, tmp_path / "run", callbacks=[NanEvery(good_every)])
+    assert "\n" not in str(err.value) and "another --out" in str(err.value)
+    assert train.run_status(tmp_path / "run") != "done"  # no final.json
+    events = train.read_log(tmp_path / "run")["event"].dropna().tolist()
+    assert events[-1] == f"failed: {failure.split(': ', 1)[1]}"
+
+
 # --- the command line ------------------------------------------------------------------------------
 def test_cli_train(tmp_path, capsys):
     from lic_utils.cli import main
@@ -319,6 +347,72 @@ def test_cli_train(tmp_path, capsys):
     assert (cfg["loss"]["lmbda"], cfg["steps"], cfg["num_val_crops"]) == (0.01, 4, 0)
     assert main(args) == 0 and "already done" in capsys.readouterr().out
     assert main(["train", "--profile", "smoke", "--set", "nope=1", "--out", str(out)]) == 1
+
+
+class _Planted:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resuming_a_run_with_a_planted_training_state_is_one_line_and_runs_nothing(tmp_path, capsys):
+    from lic_utils import models
+    from lic_utils.cli import main
+
+    run = tmp_path / "run"
+    models.save_checkpoint(run / "checkpoint.pt", models.build_model(smoke().model),
+                           extra={"train_state": {"step": 1}, "evil": _Planted(tmp_path / "pwned")})
+    code = main(["train", "--profile", "smoke", "--set", "progress=false", "--out", str(run)])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: {run / 'checkpoint.pt'}: its training state is not plain data")
+    assert err.count("\n") == 1 and not (tmp_path / "pwned").exists()
+
+
+HOLD_SCRIPT = """
+import sys, time
+from pathlib import Path
+
+from lic_utils import train
+
+
+class Hold(train.Callback):  # signals that training has begun, then waits to be killed
+    def on_train_begin(self, trainer):
+        Path(sys.argv[2]).touch()
+        time.sleep(300)
+
+
+cfg = train.TrainConfig.for_profile("smoke", steps=4, progress=False, num_val_crops=0, device="cpu")
+train.train(cfg, sys.argv[1], callbacks=[Hold()])
+"""
+
+
+def test_a_second_trainer_of_a_run_folder_is_refused_until_the_first_dies(tmp_path, capsys):
+    """Two trainers of one folder would interleave log.csv and overwrite each other's checkpoint:
+    the second is refused while the first runs; killed with SIGKILL, the first leaves no stale lock."""
+    from lic_utils.cli import main
+
+    run, ready = tmp_path / "run", tmp_path / "ready"
+    first = subprocess.Popen([sys.executable, "-c", HOLD_SCRIPT, str(run), str(ready)], cwd=REPO,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 240
+        while not ready.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ready.exists(), "the first trainer did not start"
+        argv = ["train", "--profile", "smoke", "--steps", "4", "--set", "num_val_crops=0",
+                "--set", "progress=false", "--set", "device=cpu", "--out", str(run)]
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err == (f"error: {run} is in use: another process is training in it (it holds "
+                       f"{run / '.lock'}); wait for it to finish, or choose another folder\n")
+    finally:
+        first.kill()  # SIGKILL: no clean-up runs
+        first.wait(timeout=60)
+    assert main(argv) == 0 and train.run_status(run) == "done"
 
 
 # --- distributed -----------------------------------------------------------------------------------
@@ -381,3 +475,21 @@ def test_a_run_can_start_from_another_runs_weights(tmp_path):
     assert torch.allclose(h.g_s[0].weight, base_model.g_s[0].weight, atol=1e-6)
     with pytest.raises(LicError, match="N=16"):
         train.train(smoke(steps=1, N=8, init_from=str(base / "checkpoint.pt")), tmp_path / "other")
+
+
+def test_a_codec_without_channel_steps_starts_from_the_same_function(tmp_path):
+    """The no-scale ablation fine-tuned from a base with learned steps: s is folded into g_a's last
+    convolution and g_s's first one, so the starting codec computes what the base computed."""
+    from lic_utils import models
+
+    base = tmp_path / "base"
+    train.train(smoke(steps=10), base)
+    train.train(smoke(steps=1, lr=1e-12, channel_scale=False, init_from=str(base / "checkpoint.pt")),
+                tmp_path / "noscale")
+    a = models.load_checkpoint(base / "checkpoint.pt")
+    b = models.load_checkpoint(tmp_path / "noscale" / "checkpoint.pt")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(a.analyze(x), b.analyze(x), atol=1e-4)
+        v = torch.round(a.analyze(x))
+        assert torch.allclose(a.synthesize(v), b.synthesize(v), atol=1e-4)

@@ -1,0 +1,215 @@
+"""The command line on hostile and careless input: sizes are checked before anything is decoded (proved
+under a memory cap), every failure is one line, and no output may destroy an input."""
+import errno
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lic_utils import bitstream, cli, data, models
+from lic_utils.files import REPO  # subprocesses run this checkout's code
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny untrained checkpoint, small images, and small files that claim huge images."""
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = models.build_model({"N": 8, "M": 12})
+    model.update(force=True)
+    models.save_checkpoint(d / "c.pt", model)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)).save(d / "small.png")
+    Image.new("RGB", (1536, 1536), (30, 60, 90)).save(d / "flat.png")  # within the limit, 9 MB decoded
+    Image.new("1", (12000, 12000), 1).save(d / "huge.png")  # 144 Mpx in 41 KB: 432 MB once RGB
+    Image.new("1", (4100, 4100), 1).save(d / "over.png")  # just over MAX_PIXELS, under Pillow's limit
+    (d / "over.lic").write_bytes(lic_claiming(model, 8192, 8192))
+    return d
+
+
+def lic_claiming(model, height: int, width: int) -> bytes:
+    """A .lic file of `model` with valid CRCs whose header claims an image of height × width."""
+    lh, lw = bitstream.expected_shape(height, width, 1)
+    hashes = bytes.fromhex(model.config.config_hash()), bytes.fromhex(model.fingerprint())
+    header = bitstream._FIXED.pack(bitstream.MAGIC, bitstream.FORMAT_VERSION, 1, *hashes,
+                                   height, width, lh, lw) + struct.pack("<I", 8)
+    payload = bytes(8)
+    return (header + struct.pack("<I", zlib.crc32(header)) + payload
+            + struct.pack("<I", zlib.crc32(payload)))
+
+
+# Runs commands in a fresh process, each under its limits: address space beyond what the imports took
+# (MB), file size (bytes). A command that lets an exception escape cli.main fails the whole script.
+LIMITED = """
+import contextlib, io, json, re, resource, sys
+import lpips, pytorch_msssim  # everything a command imports, before the cap
+from lic_utils import bitstream, cli, codecs, data, metrics, models
+NONE = resource.RLIM_INFINITY
+results = []
+for extra_mb, fsize, argv in json.loads(sys.argv[1]):
+    vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) << 10
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (extra_mb << 20) if extra_mb else NONE, NONE))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize or NONE, NONE))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    resource.setrlimit(resource.RLIMIT_AS, (NONE, NONE))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (NONE, NONE))
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_limited(cases) -> list:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cases = [[mb, fsize, [str(a) for a in argv]] for mb, fsize, argv in cases]
+    proc = subprocess.run([sys.executable, "-c", LIMITED, json.dumps(cases)], capture_output=True,
+                          text=True, timeout=300, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_sizes_are_checked_before_decoding_under_a_memory_cap(files):
+    """Every refusal below happens with 300 MB of address space to spare: decoding any of these files
+    first (432 MB for the 12000² image alone, GBs for the metrics) would fail on memory instead."""
+    d, ckpt = files, files / "c.pt"
+    cases = [
+        (["compress", d / "huge.png", d / "a.lic", "--checkpoint", ckpt], "more than 16777216 pixels"),
+        (["compress", d / "over.png", d / "a.lic", "--checkpoint", ckpt], "= 16810000 pixels, more"),
+        (["metrics", d / "huge.png", d / "huge.png"], "more than 16777216 pixels"),
+        (["metrics", d / "small.png", d / "over.png"], "more than the limit of 16777216"),
+        (["baseline", d / "over.png", "--codec", "jpeg", "--quality", "50", "-o", d / "a.jpg"],
+         "more than the limit of 16777216"),
+        (["decompress", d / "over.lic", d / "a.png", "--checkpoint", ckpt], "8192×8192 pixels"),
+        (["info", d / "over.lic"], "at most 16777216 pixels"),
+    ]
+    works = ["compress", d / "small.png", d / "ok.lic", "--checkpoint", ckpt]  # the cap leaves room
+    results = run_limited([(300, None, argv) for argv, _ in cases] + [(300, None, works)])
+    for (argv, message), (code, err) in zip(cases, results):
+        assert code == 1 and one_line(err, message), (argv, err)
+    assert results[-1] == [0, ""]
+    assert not any((d / f).exists() for f in ("a.lic", "a.png", "a.jpg"))
+
+
+def test_out_of_memory_and_a_full_file_size_limit_are_one_line(files):
+    d, ckpt = files, files / "c.pt"
+    results = run_limited([
+        (100, None, ["metrics", d / "flat.png", d / "flat.png"]),  # MS-SSIM and LPIPS need far more
+        (None, 200, ["compress", d / "small.png", d / "big.lic", "--checkpoint", ckpt]),
+    ])
+    (code, err), (code2, err2) = results
+    assert code == 1 and err == "error: out of memory: use a smaller image, or free memory and retry\n"
+    assert code2 == 1 and err2.count("\n") == 1 and "file-size limit (ulimit -f)" in err2, err2
+    assert f"cannot write {d / 'big.lic'}" in err2 and not list(d.glob(".big.lic.*"))
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(err: str, message: str) -> bool:
+    return err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_no_output_may_destroy_an_input(files, tmp_path, capsys):
+    ckpt, t = ["--checkpoint", files / "c.pt"], tmp_path
+    src = t / "a.png"
+    src.write_bytes((files / "small.png").read_bytes())
+    (t / "link.lic").symlink_to(src)
+    (t / "notes.txt").write_text("keep me")
+    assert run_cli(capsys, "compress", src, t / "a.lic", *ckpt)[0] == 0
+    lic = (t / "a.lic").read_bytes()
+    (t / "b.jpg").write_bytes(b"\xff\xd8 not really")
+    cases = [
+        (["compress", src, src, *ckpt], "over the input"),
+        (["compress", src, t / "link.lic", *ckpt], "over the input"),
+        (["compress", src, t / "notes.txt", *ckpt], "is not a .lic file"),
+        (["decompress", t / "a.lic", t / "a.lic", *ckpt], "over the input"),
+        (["decompress", t / "a.lic", t / "notes.txt", *ckpt], "is not a PNG file"),
+        (["baseline", t / "b.jpg", "--codec", "jpeg", "--quality", "9", "-o", t / "b.jpg"], "over the"),
+    ]
+    for argv, message in cases:
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 1 and one_line(err, message), (argv, err)
+    assert src.read_bytes() == (files / "small.png").read_bytes() and (t / "link.lic").is_symlink()
+    assert (t / "notes.txt").read_text() == "keep me" and (t / "a.lic").read_bytes() == lic
+    # outputs of the right kind may be replaced
+    assert run_cli(capsys, "compress", src, t / "a.lic", *ckpt)[0] == 0
+    assert run_cli(capsys, "decompress", t / "a.lic", t / "a.out.png", *ckpt)[0] == 0
+    assert run_cli(capsys, "decompress", t / "a.lic", t / "a.out.png", *ckpt)[0] == 0
+
+
+def test_write_failures_are_one_line_naming_the_path_and_the_fix(files, tmp_path, capsys, monkeypatch):
+    ckpt, src = files / "c.pt", files / "small.png"
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (tmp_path / "file" / "a.lic", "a parent of it is a file, not a folder"),
+        (tmp_path / "file" / "sub" / "a.lic", "a parent of it is a file, not a folder"),
+        (tmp_path / "folder", "it is a folder: name a file"),
+    ]
+    for out, message in cases:
+        code, _, err = run_cli(capsys, "compress", src, out, "--checkpoint", ckpt)
+        assert code == 1 and one_line(err, message) and str(out) in err, err
+    code, _, err = run_cli(capsys, "decompress", files / "over.lic", tmp_path / "folder", "--checkpoint",
+                           ckpt)
+    assert code == 1 and one_line(err, "it is a folder")
+
+    def refused(*args, **kwargs):  # what a folder without write permission gives (tests may run as root)
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr("tempfile.mkstemp", refused)
+    code, _, err = run_cli(capsys, "compress", src, tmp_path / "a.lic", "--checkpoint", ckpt)
+    assert code == 1 and err == (f"error: cannot write {tmp_path / 'a.lic'}: permission denied: "
+                                 "choose a folder you may write to\n")
+
+
+def test_failures_no_command_foresaw_are_still_one_line(files, tmp_path, capsys, monkeypatch):
+    ckpt, src = files / "c.pt", files / "small.png"
+    raised = []
+
+    def load_rgb(path):
+        raise raised[-1]
+
+    monkeypatch.setattr(data, "load_rgb", load_rgb)
+    for exc, message in [
+        (MemoryError(), "error: out of memory: use a smaller image, or free memory and retry\n"),
+        (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                      "you tried to allocate 1769472000 bytes."), "error: out of memory"),
+        (OSError(errno.EIO, "Input/output error", "disk.png"), "error: disk.png: Input/output error;"),
+    ]:
+        raised.append(exc)
+        code, out, err = run_cli(capsys, "compress", src, tmp_path / "a.lic", "--checkpoint", ckpt)
+        assert code == 1 and out == "" and err.startswith(message) and err.count("\n") == 1, err
+    raised.append(RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):  # a bug is not dressed up as a user error
+        cli.main(["compress", str(src), str(tmp_path / "a.lic"), "--checkpoint", str(ckpt)])
+
+
+def test_coder_tables_that_would_crash_the_native_coder_are_refused(files, tmp_path):
+    """Zeroed CDFs with a recomputed fingerprint made `compress` die of SIGFPE (a division by a zero
+    frequency inside CompressAI's rANS coder): the checkpoint is now refused on load."""
+    ckpt = torch.load(files / "c.pt", weights_only=True)
+    sd = ckpt["state_dict"]
+    sd["prior.entropy_bottleneck._quantized_cdf"][0].zero_()
+    model = models.build_model(ckpt["config"])
+    model.load_state_dict(sd)
+    ckpt["fingerprint"] = model.fingerprint()
+    torch.save(ckpt, tmp_path / "zeroed.pt")
+    proc = subprocess.run([sys.executable, "-m", "lic_utils", "compress", str(files / "small.png"),
+                           str(tmp_path / "a.lic"), "--checkpoint", str(tmp_path / "zeroed.pt")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert one_line(proc.stderr, f"error: {tmp_path / 'zeroed.pt'} is corrupted: the rANS tables of "
+                                 "prior.entropy_bottleneck have a CDF row")

@@ -1,0 +1,32 @@
+"""Atomic writes and folder locks (lic_utils.files)."""
+import os
+import time
+
+import pytest
+
+from lic_utils import files
+from lic_utils.errors import LicError
+
+
+def test_temporaries_a_killed_write_left_behind_are_removed(tmp_path):
+    stale = tmp_path / ".out.bin.abcd1234.tmp"  # a write killed two minutes ago
+    live = tmp_path / ".out.bin.efgh5678.tmp"  # a write in progress
+    other = tmp_path / ".out.bin.x.ijkl9012.tmp"  # a stale temporary of another file, out.bin.x
+    for p in (stale, live, other):
+        p.write_bytes(b"partial")
+    for p in (stale, other):
+        os.utime(p, (time.time() - 120,) * 2)
+    files.atomic_write_bytes(tmp_path / "out.bin", b"data")
+    assert (tmp_path / "out.bin").read_bytes() == b"data"
+    assert {p.name for p in tmp_path.iterdir()} == {"out.bin", live.name, other.name}
+
+
+def test_a_folder_lock_is_exclusive_and_released(tmp_path):
+    run = tmp_path / "runs" / "r"
+    with files.folder_lock(run, "training"):  # flock: a second open file is refused, even in-process
+        with pytest.raises(LicError, match=f"{run} is in use: another process is training in it"):
+            with files.folder_lock(run, "training"):
+                pass
+    with files.folder_lock(run, "training"):
+        pass
+    assert [p.name for p in run.iterdir()] == [".lock"]
