@@ -191,18 +191,23 @@ def training_budget_figure(table: pd.DataFrame, folder):
         for codec in ("webp", "avif"):
             ax.plot(x, table[f"{codec}_{metric}"], "s--", lw=1, label=f"{CODEC_LABELS[codec]} at the same bytes")
         ax.set(xscale="log", xlabel="training time (minutes, one CPU thread)", ylabel=label)
+        ax.set_xticks(x, [f"{m:.0f}" if m >= 10 else f"{m:.1f}" for m in x], minor=False)
+        ax.minorticks_off()
     axes[0].axhline(COMPRESSAI_FACTORIZED["psnr"], color="grey", ls=":",
                     label=f"CompressAI bmshj2018-factorized, {COMPRESSAI_FACTORIZED['bpp']} bpp")
     for xi, row in zip(x, table.itertuples()):
         axes[0].annotate(f"{row.steps // 1000}k steps\n{row.bpp:.2f} bpp", (xi, row.psnr), fontsize=7,
-                         xytext=(0, -22), textcoords="offset points", ha="center")
-    axes[0].legend(fontsize=8)
+                         xytext=(0, 8), textcoords="offset points", ha="center")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
     axes[2].plot(table["steps"], table["psnr"] - table["webp_psnr"], "o-", lw=2)
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set(xscale="log", xlabel="training steps (log scale)", ylabel="PSNR − WebP's at equal bytes (dB)",
                 title="the gap to WebP")
+    axes[2].set_xticks(table["steps"], [f"{s // 1000}k" for s in table["steps"]], minor=False)
+    axes[2].minorticks_off()
     fig.suptitle("What training time buys: one codec, trained from scratch for each budget")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return _saved(fig, folder, "04_training_budget.png")
 
 

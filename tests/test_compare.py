@@ -188,7 +188,7 @@ def test_budget_gain_fits_the_gap_to_webp_per_doubling():
     table.loc[0, "psnr"] = 10.0  # the 1,000-step point (rate not settled) is left out of the fit
     gain = compare.budget_gain(table)
     assert gain["db_per_doubling"] == pytest.approx(1.0) and gain["points"] == 4
-    assert gain["parity_steps"] == pytest.approx(2000 * 2**4)
+    assert gain["parity_steps"] == pytest.approx(2000 * 2**4) and gain["last_db_per_doubling"] == pytest.approx(1.0)
     flat = table.assign(psnr=table.webp_psnr - 3)
     assert compare.budget_gain(flat)["parity_steps"] == float("inf")
 
