@@ -330,61 +330,71 @@ def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> 
     """Markdown for the README: the key figure, where the learned models stand against each codec
     (summary_standing.csv and summary_verdicts.csv, written by compare.summarize in notebook 09)
     and how long each step of the study took (study_timings.csv)."""
-    import pandas as pd
-
     from lic_utils.files import FIGURES_DIR
 
     results_dir = Path(results_dir or RESULTS_DIR)
     key_figure = Path(figures_dir or FIGURES_DIR) / "09_summary_rd.png"
     parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] \
         if key_figure.exists() else []
-    standing_csv = results_dir / "summary_standing.csv"
-    if standing_csv.exists():
-        s = pd.read_csv(standing_csv).dropna(subset=["d_psnr"])
-        bpps = sorted(s.bpp.unique())
-        parts += ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD "
-                  "curves interpolated at each bitrate, the best learned curve taken per metric; PSNR "
-                  "in dB; LPIPS is lower-is-better, so a negative Δ LPIPS favours the learned model; – "
-                  "where a curve does not reach the bitrate):", "",
-                  "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in bpps) + " |",
-                  "|---|" + "---|" * len(bpps)]
-        for codec, g in s.groupby("codec"):
-            cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}"
-                     for r in g.to_dict("records")}
-            parts.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in bpps) + " |")
-        parts.append("")
-    else:
-        parts += ["*No summary table yet: run `make study`.*", ""]
-    verdicts_csv = results_dir / "summary_verdicts.csv"
-    if verdicts_csv.exists():
-        lists = ("wins_psnr", "loses_psnr", "wins_lpips", "loses_lpips")
-        v = pd.read_csv(verdicts_csv, converters={c: ast.literal_eval for c in lists})
-        parts += ["At equal bytes, image by image (every learned model point against each codec set "
-                  "per image to the same file size; a win is being better on more than half of the "
-                  "images):", ""]
-        for codec, g in v.groupby("codec"):
-            said = []
-            for q, unit, fmt in (("psnr", " dB", "+.2f"), ("lpips", "", "+.3f")):
-                records = g.to_dict("records")
-                wins = [f"{r['family']} at {b:.2f} bpp" for r in records for b in r[f"wins_{q}"]]
-                n = sum(len(r[f"wins_{q}"]) + len(r[f"loses_{q}"]) for r in records)
-                said.append(f"{q.upper()} better at {len(wins)} of {n} points"
-                            + (f" ({'; '.join(wins)})" if wins else "")
-                            + f", Δ {g[f'd_{q}_min'].min():{fmt}} to "
-                              f"{g[f'd_{q}_max'].max():{fmt}}{unit}")
-            parts.append(f"* **{codec}**: " + "; ".join(said) + ".")
-        parts.append("")
-    timings_csv = results_dir / "study_timings.csv"
-    if timings_csv.exists():
-        t = pd.read_csv(timings_csv)
-        t = t[t.profile == profile]
-        if len(t):
-            parts += [f"Wall time of the `{profile}` study on 2 CPU cores, step by step "
-                      "(`results/study_timings.csv`):", "",
-                      "| step | minutes | finished |", "|---|---|---|"]
-            parts += [f"| {r.notebook} | {r.seconds / 60:.1f} | {r.finished} |" for r in t.itertuples()]
-            parts += [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
+    parts += _standing_section(results_dir / "summary_standing.csv")
+    parts += _verdicts_section(results_dir / "summary_verdicts.csv")
+    parts += _timings_section(results_dir / "study_timings.csv", profile)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _standing_section(path: Path) -> list[str]:
+    import pandas as pd
+
+    if not path.exists():
+        return ["*No summary table yet: run `make study`.*", ""]
+    s = pd.read_csv(path).dropna(subset=["d_psnr"])
+    bpps = sorted(s.bpp.unique())
+    lines = ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD "
+             "curves interpolated at each bitrate, the best learned curve taken per metric; PSNR "
+             "in dB; LPIPS is lower-is-better, so a negative Δ LPIPS favours the learned model; – "
+             "where a curve does not reach the bitrate):", "",
+             "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in bpps) + " |",
+             "|---|" + "---|" * len(bpps)]
+    for codec, g in s.groupby("codec"):
+        cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}" for r in g.to_dict("records")}
+        lines.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in bpps) + " |")
+    return lines + [""]
+
+
+def _verdicts_section(path: Path) -> list[str]:
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    lists = ("wins_psnr", "loses_psnr", "wins_lpips", "loses_lpips")
+    v = pd.read_csv(path, converters={c: ast.literal_eval for c in lists})
+    lines = ["At equal bytes, image by image (every learned model point against each codec set "
+             "per image to the same file size; a win is being better on more than half of the "
+             "images):", ""]
+    for codec, g in v.groupby("codec"):
+        records = g.to_dict("records")
+        said = []
+        for q, unit, fmt in (("psnr", " dB", "+.2f"), ("lpips", "", "+.3f")):
+            wins = [f"{r['family']} at {b:.2f} bpp" for r in records for b in r[f"wins_{q}"]]
+            n = sum(len(r[f"wins_{q}"]) + len(r[f"loses_{q}"]) for r in records)
+            said.append(f"{q.upper()} better at {len(wins)} of {n} points"
+                        + (f" ({'; '.join(wins)})" if wins else "")
+                        + f", Δ {g[f'd_{q}_min'].min():{fmt}} to {g[f'd_{q}_max'].max():{fmt}}{unit}")
+        lines.append(f"* **{codec}**: " + "; ".join(said) + ".")
+    return lines + [""]
+
+
+def _timings_section(path: Path, profile: str) -> list[str]:
+    import pandas as pd
+
+    t = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["profile"])
+    t = t[t.profile == profile]
+    if not len(t):
+        return []
+    lines = [f"Wall time of the `{profile}` study on 2 CPU cores, step by step "
+             "(`results/study_timings.csv`):", "", "| step | minutes | finished |", "|---|---|---|"]
+    lines += [f"| {r.notebook} | {r.seconds / 60:.1f} | {r.finished} |" for r in t.itertuples()]
+    return lines + [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
 
 
 def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_dir=None) -> Path:
