@@ -1,6 +1,7 @@
 """The training-budget curve: how much one codec gains from more CPU time → results/training_budget.csv.
 
     .venv/bin/python benchmarks/training_budget.py [--steps 1000 2000 4000 8000 16000] [--runs DIR]
+    .venv/bin/python benchmarks/training_budget.py --steps 16000 --lr 7e-4 --warmup 500   # another recipe
 
 The `cpu` profile's MSE codec at the study's ablation λ, trained for each budget with its own full
 schedule (warm-up, cosine decay to the end), one thread per run, runs one after another (a run uses
@@ -31,9 +32,9 @@ from lic_utils import compare, evaluate, files, profiles, train  # noqa: E402
 CODECS = ["webp", "avif"]
 
 
-def budget_config(steps: int) -> train.TrainConfig:
+def budget_config(steps: int, **recipe) -> train.TrainConfig:
     lmbda = profiles.PROFILES["cpu"].ablation_lmbda
-    return train.TrainConfig.for_profile("cpu", lmbda=lmbda, steps=steps, threads=1, progress=False)
+    return train.TrainConfig.for_profile("cpu", lmbda=lmbda, steps=steps, threads=1, progress=False, **recipe)
 
 
 def measure(run_dir: Path, steps: int, images) -> dict:
@@ -56,17 +57,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[1000, 2000, 4000, 8000, 16000])
     ap.add_argument("--runs", default=str(files.RUNS_DIR / "budget"))
     ap.add_argument("--results", default=str(files.RESULTS_DIR))
+    ap.add_argument("--lr", type=float, help="another peak learning rate (a recipe to compare)")
+    ap.add_argument("--warmup", type=int, help="another warm-up length (a recipe to compare)")
     args = ap.parse_args()
     runs, results = Path(args.runs), Path(args.results)
+    recipe = {k: v for k, v in (("lr", args.lr), ("warmup", args.warmup)) if v is not None}
+    tag = "".join(f"_{k}{v:g}" for k, v in recipe.items())  # e.g. _lr0.0007_warmup500
     images = evaluate.kodak_images()
     rows = []
     for steps in args.steps:
-        run_dir = runs / f"budget_mse_{steps}"
-        train.train(budget_config(steps), run_dir)
-        rows.append(measure(run_dir, steps, images))
+        run_dir = runs / f"budget_mse_{steps}{tag}"
+        train.train(budget_config(steps, **recipe), run_dir)
+        rows.append({**measure(run_dir, steps, images), **recipe})
         print(rows[-1], flush=True)
     table = pd.DataFrame(rows).sort_values("steps")
-    files.atomic_to_csv(table, results / "training_budget.csv")
+    files.atomic_to_csv(table, results / f"training_budget{tag}.csv")
+    if len(table) < 3:
+        print(table.round(4).to_string(index=False))
+        return
     gain = compare.budget_gain(table)
     print(table.round(4).to_string(index=False))
     print(f"PSNR gap to WebP at equal bytes: {gain['db_per_doubling']:+.2f} dB per doubling of steps; "
