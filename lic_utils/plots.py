@@ -296,8 +296,6 @@ def matched_grid(original: np.ndarray, entries: list[dict],
     The figure has 1 + rows + len(entries) image panels. Panels are sized so that at `dpi` (plots.save's
     default) one screen pixel is about one enlarged pixel.
     """
-    from matplotlib.patches import Rectangle
-
     original = np.asarray(original)
     box = _check_box(box if box is not None else detail_box(original), original.shape)
     rows: dict = {}
@@ -308,33 +306,8 @@ def matched_grid(original: np.ndarray, entries: list[dict],
         rows.setdefault(e.get("row"), []).append(e)
     if not rows:
         rows[None] = []
-    n_rows, n_cols = len(rows), 1 + max(len(r) for r in rows.values())
-    left, top, right, bottom = box
-    panel_w = (right - left) * zoom / dpi
-    panel_h = (bottom - top) * zoom / dpi
-    compact = panel_w < 2.0  # narrow panels: one measure per caption line
-    caption_h = 0.62 if compact else 0.42  # inches under each crop (4 or 2 lines)
-    title_h = 0.3  # inches above each crop
-    col_w = max(panel_w, 1.55)  # room for the titles and captions
-    h, w = original.shape[:2]
-    rows_h = n_rows * panel_h + (n_rows - 1) * (caption_h + title_h)
-    over_w = min(2.0 * max(1.0, w / h), rows_h * w / h)
-    label_w = 0.45 if any(r is not None for r in rows) else 0.1  # room for the row names
-    top_in, bottom_in = title_h + (0.4 if title else 0.05), caption_h + 0.05
-    fig_w, fig_h = over_w + label_w + n_cols * (col_w + 0.1) + 0.2, top_in + rows_h + bottom_in
-    fig = plt.figure(figsize=(fig_w, fig_h))
-    gs = fig.add_gridspec(n_rows, n_cols + 2, width_ratios=[over_w, label_w] + [col_w] * n_cols,
-                          wspace=0.06, hspace=(caption_h + title_h) / panel_h, left=0.1 / fig_w,
-                          right=1 - 0.1 / fig_w,
-                          top=1 - top_in / fig_h, bottom=bottom_in / fig_h)
-
-    ax = fig.add_subplot(gs[:, 0])
-    ax.imshow(original, interpolation="antialiased")
-    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
-                           edgecolor="red", linewidth=1.5))
-    ax.set_title(f"original {w}×{h}\ncrop {right - left}×{bottom - top} px at ({left}, {top}), ×{zoom}",
-                 fontsize=8)
-    ax.axis("off")
+    fig, gs, compact = _grid_figure(original.shape, rows, box, zoom, dpi, title)
+    _overview(fig.add_subplot(gs[:, 0]), original, box, zoom)
 
     def panel(r, c, img, name, caption, colour="black"):
         a = fig.add_subplot(gs[r, c + 2])
@@ -354,8 +327,47 @@ def matched_grid(original: np.ndarray, entries: list[dict],
             colour = "firebrick" if e.get("below_floor") else "black"
             panel(r, c, e["image"], entry_title(e), entry_caption(e, compact), colour)
     if title:
-        fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig_h, va="top")
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / fig.get_figheight(), va="top")
     return fig
+
+
+def _grid_figure(shape, rows: dict, box, zoom: int, dpi: int, title):
+    """The figure and grid of matched_grid: an overview column, a row-name column, then one column
+    per panel, sized so that one screen pixel is about one enlarged pixel at `dpi`; and whether the
+    panels are narrow (captions then put one measure per line)."""
+    n_rows, n_cols = len(rows), 1 + max(len(r) for r in rows.values())
+    left, top, right, bottom = box
+    panel_w = (right - left) * zoom / dpi
+    panel_h = (bottom - top) * zoom / dpi
+    compact = panel_w < 2.0  # narrow panels: one measure per caption line
+    caption_h = 0.62 if compact else 0.42  # inches under each crop (4 or 2 lines)
+    title_h = 0.3  # inches above each crop
+    col_w = max(panel_w, 1.55)  # room for the titles and captions
+    h, w = shape[:2]
+    rows_h = n_rows * panel_h + (n_rows - 1) * (caption_h + title_h)
+    over_w = min(2.0 * max(1.0, w / h), rows_h * w / h)
+    label_w = 0.45 if any(r is not None for r in rows) else 0.1  # room for the row names
+    top_in, bottom_in = title_h + (0.4 if title else 0.05), caption_h + 0.05
+    fig_w, fig_h = over_w + label_w + n_cols * (col_w + 0.1) + 0.2, top_in + rows_h + bottom_in
+    fig = plt.figure(figsize=(fig_w, fig_h))
+    gs = fig.add_gridspec(n_rows, n_cols + 2, width_ratios=[over_w, label_w] + [col_w] * n_cols,
+                          wspace=0.06, hspace=(caption_h + title_h) / panel_h, left=0.1 / fig_w,
+                          right=1 - 0.1 / fig_w, top=1 - top_in / fig_h, bottom=bottom_in / fig_h)
+    return fig, gs, compact
+
+
+def _overview(ax, original: np.ndarray, box, zoom: int) -> None:
+    """The whole original, small, with the crop drawn on it."""
+    from matplotlib.patches import Rectangle
+
+    left, top, right, bottom = box
+    h, w = original.shape[:2]
+    ax.imshow(original, interpolation="antialiased")
+    ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False,
+                           edgecolor="red", linewidth=1.5))
+    ax.set_title(f"original {w}×{h}\ncrop {right - left}×{bottom - top} px at ({left}, {top}), ×{zoom}",
+                 fontsize=8)
+    ax.axis("off")
 
 
 def _viewer_data(original, decoded) -> dict[str, tuple[np.ndarray, dict]]:
