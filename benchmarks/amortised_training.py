@@ -20,7 +20,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import evaluate, files, train  # noqa: E402
+from lic_utils import config, evaluate, files, run_folder, train  # noqa: E402
 
 CODECS = ["webp", "avif"]
 # name → the fine-tune's loss and length (lr 5e-4 after a 50-step warm-up, cosine decay)
@@ -35,8 +35,8 @@ RECIPES = {
 FINETUNE = dict(lr=5e-4, warmup=50, threads=1, progress=False)
 
 
-def finetune_config(base: Path, recipe: dict) -> train.TrainConfig:
-    return train.TrainConfig.for_profile("cpu", **FINETUNE, **recipe, init_from=str(base / "checkpoint.pt"))
+def finetune_config(base: Path, recipe: dict) -> config.TrainConfig:
+    return config.TrainConfig.for_profile("cpu", **FINETUNE, **recipe, init_from=str(base / "checkpoint.pt"))
 
 
 def measure(run_dir: Path, recipe: str, images, base_minutes: float) -> dict:
@@ -45,7 +45,7 @@ def measure(run_dir: Path, recipe: str, images, base_minutes: float) -> dict:
     learned = evaluate.evaluate_model(run_dir, images, cache=cache / "learned_kodak.csv", progress=False)
     matched = evaluate.matched_codecs(learned, images, CODECS, cache=cache / "matched_kodak.csv",
                                       progress=False)
-    final, cfg = train.read_final(run_dir), train.read_run_config(run_dir)
+    final, cfg = run_folder.read_final(run_dir), run_folder.read_run_config(run_dir)
     row = {"recipe": recipe, "lmbda": cfg.loss.lmbda, "beta": cfg.loss.beta, "gamma": cfg.loss.gamma,
            "steps": cfg.steps, "minutes": round(final["elapsed_s"] / 60, 2), "base_minutes": base_minutes,
            "fingerprint": learned["fingerprint"].iloc[0],
@@ -76,8 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     base, runs, results = Path(args.base), Path(args.runs), Path(args.results)
     images = evaluate.kodak_images()
-    base_minutes = round(train.read_final(base)["elapsed_s"] / 60, 2)
-    rows = [measure(base, f"base ({train.read_run_config(base).steps} steps)", images, 0.0)]
+    base_minutes = round(run_folder.read_final(base)["elapsed_s"] / 60, 2)
+    rows = [measure(base, f"base ({run_folder.read_run_config(base).steps} steps)", images, 0.0)]
     for name, recipe in RECIPES.items():
         train.train(finetune_config(base, recipe), runs / name)
         rows.append(measure(runs / name, name, images, base_minutes))

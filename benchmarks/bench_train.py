@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import data, profiles, train  # noqa: E402
+from lic_utils import config, data, profiles, train  # noqa: E402
 
 
-def bare_compressai(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
+def bare_compressai(cfg: config.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
     """Seconds per step of the plain CompressAI loop (after `warmup` untimed steps)."""
     from compressai.models import FactorizedPrior
 
@@ -59,7 +59,7 @@ def bare_compressai(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list
     return times
 
 
-def trainer(cfg: train.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
+def trainer(cfg: config.TrainConfig, steps: int, warmup: int = 5) -> list[float]:
     """Seconds per step of lic_utils.train (between the ends of consecutive steps, after `warmup`)."""
 
     class Stamps(train.Callback):
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="timed steps per block")
     ap.add_argument("--repeats", type=int, default=2, help="alternating blocks of each")
     args = ap.parse_args()
-    cfg = train.TrainConfig.for_profile(args.profile)
+    cfg = config.TrainConfig.for_profile(args.profile)
     m = cfg.model
     print(f"profile {args.profile}: N={m.N} M={m.M} crop={cfg.crop} batch={cfg.batch} prior={m.prior} "
           f"quantizer={m.quantizer} channel_scale={m.channel_scale}; torch {torch.__version__}, "

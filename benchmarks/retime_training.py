@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import files, models, sweeps, train  # noqa: E402
+from lic_utils import files, models, run_folder, sweeps  # noqa: E402
 
 
 def same_weights(a: Path, b: Path) -> bool:
@@ -35,9 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     jobs = []
     for run in args.runs:
-        if train.run_status(run) != "done":
+        if run_folder.run_status(run) != "done":
             sys.exit(f"{run} is not a finished run (train it first)")
-        cfg = train.read_run_config(run)
+        cfg = run_folder.read_run_config(run)
         jobs.append((args.out / f"{run.parent.name}--{run.name}", cfg))
     for run_dir, _ in jobs:
         if run_dir.exists():
@@ -48,7 +48,7 @@ def main() -> None:
     print(f"\n{len(jobs)} runs, {args.workers} at a time: {wall / 60:.1f} min wall")
     print(f"{'run':45s} {'minutes':>8s} {'original':>9s}  identical weights")
     for run, (run_dir, _) in zip(args.runs, jobs):
-        new, old = train.read_final(run_dir), train.read_final(run)
+        new, old = run_folder.read_final(run_dir), run_folder.read_final(run)
         print(f"{run.parent.name + '/' + run.name:45s} {new['elapsed_s'] / 60:8.1f} {old['elapsed_s'] / 60:9.1f}  "
               f"{same_weights(run_dir / 'checkpoint.pt', run / 'checkpoint.pt')}")
     if not args.keep:

@@ -22,19 +22,18 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import compare, evaluate, files, profiles, train  # noqa: E402
+from lic_utils import compare, config, evaluate, files, profiles, run_folder, train  # noqa: E402
 
 CODECS = ["webp", "avif"]
 
 
-def budget_config(steps: int, **recipe) -> train.TrainConfig:
+def budget_config(steps: int, **recipe) -> config.TrainConfig:
     lmbda = profiles.PROFILES["cpu"].ablation_lmbda
-    return train.TrainConfig.for_profile("cpu", lmbda=lmbda, steps=steps, threads=1, progress=False, **recipe)
+    return config.TrainConfig.for_profile("cpu", lmbda=lmbda, steps=steps, threads=1, progress=False, **recipe)
 
 
 def measure(run_dir: Path, steps: int, images) -> dict:
@@ -43,7 +42,7 @@ def measure(run_dir: Path, steps: int, images) -> dict:
     learned = evaluate.evaluate_model(run_dir, images, cache=cache / "learned_kodak.csv", progress=False)
     matched = evaluate.matched_codecs(learned, images, CODECS, cache=cache / "matched_kodak.csv",
                                       progress=False)
-    final = train.read_final(run_dir)
+    final = run_folder.read_final(run_dir)
     row = {"steps": steps, "minutes": round(final["elapsed_s"] / 60, 2), "threads": 1,
            "fingerprint": learned["fingerprint"].iloc[0], "events": final["events"],
            **learned[["bpp", "psnr", "ms_ssim", "lpips"]].mean().to_dict()}

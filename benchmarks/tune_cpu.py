@@ -21,7 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lic_utils import files, profiles, sweeps, train  # noqa: E402
+from lic_utils import config, files, profiles, run_folder, sweeps  # noqa: E402
 
 # name → (what it tests, overrides of the cpu profile). `threads=1`: two trials share the two cores.
 TRIALS = {
@@ -41,15 +41,15 @@ def main() -> None:
     args = ap.parse_args()
     lmbda = profiles.PROFILES["cpu"].ablation_lmbda
     root = Path(args.out)
-    jobs = [(root / name, train.TrainConfig.for_profile("cpu", lmbda=lmbda, **over)) for name, (_, over) in TRIALS.items()]
-    sweeps.train_many([(d, c) for d, c in jobs if train.run_status(d) != "done"], workers=args.workers)
+    jobs = [(root / name, config.TrainConfig.for_profile("cpu", lmbda=lmbda, **over)) for name, (_, over) in TRIALS.items()]
+    sweeps.train_many([(d, c) for d, c in jobs if run_folder.run_status(d) != "done"], workers=args.workers)
     rows = []
     for (run_dir, cfg), (name, (what, _)) in zip(jobs, TRIALS.items()):
-        final = train.read_final(run_dir)
+        final = run_folder.read_final(run_dir)
         val = final["val"]
         rows.append({"setting": name, "what": what, "N": cfg.model.N, "M": cfg.model.M, "lr": cfg.lr, "steps": cfg.steps,
                      "crop": cfg.crop, "batch": cfg.batch, "minutes": round(final["elapsed_s"] / 60, 1),
-                     "threads": train.read_run_config(run_dir).threads,
+                     "threads": run_folder.read_run_config(run_dir).threads,
                      "val_bpp": val["bpp"], "val_psnr": val["psnr"], "val_rd_loss": lmbda * val["bpp"] + val["mse"],
                      "events": final["events"]})
     table = pd.DataFrame(rows)

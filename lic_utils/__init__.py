@@ -8,8 +8,9 @@ One concept per module, in the order an image meets them:
 - `models`    the codec (`LearnedCodec`: g_a → ÷s → Q → prior → ×s → g_s) and its checkpoints
 - `bitstream` .lic files
 - `losses`    L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS
-- `train`     the trainer (`distributed`: devices, torchrun, RNG state); `sweeps` grids of runs;
-              `profiles` the one table of smoke / cpu / gpu
+- `train`     the trainer, with `config` (TrainConfig), `run_folder` (what a run leaves on disk) and
+              `distributed` (devices, torchrun, RNG state); `sweeps` grids of runs; `profiles` the
+              one table of smoke / cpu / gpu
 - `metrics`   PSNR, MS-SSIM, LPIPS;  `codecs` JPEG, WebP, AVIF, HEIC, JPEG 2000 with real files
 - `evaluate`  real files on Kodak;  `compare` BD-rates, standings, ablations and the claims check
 - `visual`    notebook 08's images at matched bytes;  `plots` one function per figure;  `probes` what

@@ -96,7 +96,7 @@ TRAIN_FLAGS = ("prior", "quantizer", "lmbda", "beta", "gamma", "steps", "lr", "l
 
 
 def _args_train(p: argparse.ArgumentParser) -> None:
-    from lic_utils import models, profiles, train
+    from lic_utils import config, models, profiles
 
     p.add_argument("--profile", choices=list(profiles.PROFILES),
                    help="base settings (default: the config file's `profile`, else cpu)")
@@ -108,7 +108,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma", type=float, help="weight of LPIPS")
     p.add_argument("--steps", type=int)
     p.add_argument("--lr", type=float)
-    p.add_argument("--lr-schedule", choices=train.SCHEDULES, help="after a linear warm-up")
+    p.add_argument("--lr-schedule", choices=config.SCHEDULES, help="after a linear warm-up")
     p.add_argument("--batch", type=int, help="crops per step (per process under torchrun)")
     p.add_argument("--crop", type=int)
     p.add_argument("--device", help="auto (cuda → mps → cpu), cpu, cuda, …")
@@ -133,13 +133,13 @@ def _parse_sets(items: list[str]) -> dict:
 
 
 def _run_train(args) -> int:
-    from lic_utils import train
+    from lic_utils import config, train
 
     options = {**{k: getattr(args, k) for k in TRAIN_FLAGS}, **_parse_sets(args.set)}
     if args.config:
-        cfg = train.TrainConfig.from_file(args.config, profile=args.profile, **options)
+        cfg = config.TrainConfig.from_file(args.config, profile=args.profile, **options)
     else:
-        cfg = train.TrainConfig.for_profile(args.profile or "cpu", **options)
+        cfg = config.TrainConfig.for_profile(args.profile or "cpu", **options)
     train.train(cfg, args.out)
     return 0
 

@@ -137,7 +137,7 @@ def base_run(profile: str | Profile, runs_dir=None):
     """(run folder, TrainConfig) of the profile's base run (an MSE run at the ablation λ that every
     run of the grid is fine-tuned from), or None when the profile trains every run from scratch."""
     from lic_utils.files import RUNS_DIR
-    from lic_utils.train import TrainConfig
+    from lic_utils.config import TrainConfig
 
     p = get_profile(profile)
     if not p.base:
@@ -148,7 +148,8 @@ def base_run(profile: str | Profile, runs_dir=None):
 
 def train_base(profile: str | Profile, runs_dir=None, progress: bool = True) -> bool:
     """Train (or resume, or reuse) the profile's base run with every core; True if it trained now."""
-    from lic_utils.train import run_status, train
+    from lic_utils.run_folder import run_status
+    from lic_utils.train import train
 
     base = base_run(profile, runs_dir)
     if base is None or run_status(base[0]) == "done":
@@ -171,7 +172,7 @@ def train_all(profile: str | Profile, runs_dir=None, progress: bool = True,
     write each sweep's index.csv. `make study` calls it first; the notebooks then reuse the runs.
     Returns the number of runs trained now."""
     from lic_utils.sweeps import index_row, train_many, write_index
-    from lic_utils.train import run_status
+    from lic_utils.run_folder import run_status
 
     p = get_profile(profile)
     start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Grids of training runs: prior × loss variant × λ, each run a folder of lic_utils.train.
+"""Grids of training runs: prior × loss variant × λ, each run a folder (lic_utils.run_folder).
 
 A `SweepSpec` (a YAML file for `python -m lic_utils sweep`, or built in code by lic_utils.study)
 names the runs of its grid (`run_name`); `sweep` trains those not finished (resuming interrupted
@@ -16,7 +16,9 @@ from pathlib import Path
 from lic_utils.errors import LicError
 from lic_utils.files import RUNS_DIR
 from lic_utils.profiles import LOSS_VARIANTS
-from lic_utils.train import TrainConfig, read_config_file, read_final, run_status, train
+from lic_utils.config import TrainConfig, read_config_file
+from lic_utils.run_folder import read_final, run_status
+from lic_utils.train import train
 
 
 @dataclass

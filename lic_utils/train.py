@@ -1,16 +1,7 @@
 """Training the learned codec: one run folder per configuration, resumable bit for bit.
 
-A run folder (`runs/NAME/`) holds
-- `config.json`  the TrainConfig of the run (a rerun with another config is refused),
-- `log.csv`      one row every `log_every` steps (means of every loss term over those steps, lr,
-                 aux loss, gradient norm, images/s), a row per validation (`val_*` columns: Kodak
-                 crops with rounded latents) and a row per guard event (`event` column),
-- `checkpoint.pt` the latest checkpoint, written atomically every `ckpt_every` steps and at the end
-                 through `models.save_checkpoint` (entropy-coder tables updated, so `compress` can
-                 use it); its `extra` holds the config and the `TrainState`,
-- `final.json`   written last: the marker that the run is finished, with its final metrics,
-- `.lock`        flock-ed by the process training the run: a second one is refused (the OS drops
-                 the lock when the process ends, even by kill -9).
+What a run leaves on disk is `lic_utils.run_folder`'s; its settings are a `TrainConfig`
+(lic_utils.config).
 
 `train(cfg, out)` is the entry point. A `Trainer` holds the model, its two optimizers, the `Guard`
 and the data; `Trainer.fit` steps it: sample crops, forward, L (lic_utils.losses), the guard's
@@ -30,23 +21,19 @@ Distributed: under `torchrun --nproc_per_node=K` (env RANK/WORLD_SIZE) the same 
 DistributedDataParallel (gloo on CPU, nccl on CUDA). Every rank draws its own crops (own seed);
 the aux loss is computed inside the wrapped forward so the quantiles' gradients are all-reduced
 with the rest; only rank 0 writes files. The batch size is per rank.
-
-Profiles (`TrainConfig.for_profile`) are rows of `lic_utils.profiles.PROFILES`.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
 import json
 import math
 import os
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -54,194 +41,17 @@ import torch
 from torch import nn
 
 from lic_utils import models
+from lic_utils.config import TrainConfig
 from lic_utils.distributed import (DistEnv, any_rank, finish_distributed, get_rng_state, init_distributed,
                                    pick_device, seed_everything, set_rng_state)
 from lic_utils.errors import LicError
 from lic_utils.files import atomic_write_text, folder_lock
-from lic_utils.losses import LossConfig, RateDistortionLoss
-from lic_utils.models import ModelConfig
-from lic_utils.profiles import get_profile
+from lic_utils.losses import RateDistortionLoss
+from lic_utils.run_folder import RunLog, check_run_folder, read_final, read_log, run_status, run_summary
 
-SCHEDULES = ("cosine", "step", "constant")
-
-LOG_COLUMNS = [
-    "step", "time_s", "lr", "loss", "bpp", "mse", "psnr", "ms_ssim", "lpips", "aux_loss", "grad_norm",
-    "images_per_s", "val_loss", "val_bpp", "val_mse", "val_psnr", "val_ms_ssim", "val_lpips", "event",
-]
-
-# Fields that do not change what is trained: they may differ when a run is resumed.
-OPERATIONAL_FIELDS = {"device", "threads", "log_every", "val_every", "ckpt_every", "progress"}
-# Test hooks that config.json files written before the callbacks hold; they are ignored there.
-RETIRED_FIELDS = {"fault_steps", "debug_hashes"}
 # A run whose guard fires without end has failed (see Guard.failure): no final.json, a LicError.
 MAX_ROLLBACKS_IN_A_ROW = 3  # rollbacks with no good step between them
 MIN_LR_SCALE = 1e-3  # each rollback halves the learning rate: 10 rollbacks in all go below this
-
-
-# --- configuration ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (defaults: the `cpu` profile)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    # data: random crops of BSDS500 (per rank)
-    crop: int = 128
-    batch: int = 8
-    flips: bool = True
-    # optimisation
-    steps: int = 3500
-    lr: float = 1e-3  # with warm-up, clipping and cosine decay (benchmarks/tune_cpu.py: 5e-4 is
-    #                   slower, 2e-3 blows up)
-    aux_lr: float = 1e-3
-    lr_schedule: str = "cosine"  # cosine | step | constant, after a linear warm-up
-    warmup: int = 100
-    min_lr_factor: float = 0.02  # cosine ends at lr·min_lr_factor; step decays ×0.1 at 80 % and 95 %
-    clip_grad: float = 1.0  # max gradient norm of the main parameters (0: off)
-    seed: int = 0
-    # fine-tuning: a checkpoint whose weights start this run (all of them; only the transforms and
-    # the channel steps when its prior differs), with fresh optimizers and LR schedule
-    init_from: str = ""
-    # guard against blow-ups (see Guard)
-    spike_factor: float = 5.0
-    guard_window: int = 50
-    max_bad_steps: int = 3
-    snapshot_every: int = 100  # in-memory copy of the last good state (rollback target) every K steps
-    # validation on fixed Kodak center crops (rounded latents)
-    num_val_crops: int = 4
-    val_crop: int = 256
-    # bookkeeping (operational: may change on resume)
-    device: str = "auto"  # auto: cuda → mps → cpu
-    threads: int = 0  # torch CPU threads per process (0: torch's default, divided among local ranks)
-    log_every: int = 25
-    val_every: int = 1000
-    ckpt_every: int = 500
-    progress: bool = True
-
-    def __post_init__(self):
-        if not isinstance(self.model, ModelConfig) or not isinstance(self.loss, LossConfig):
-            raise LicError("TrainConfig takes a ModelConfig and a LossConfig (or use from_dict)")
-        for f in _OWN_FIELDS:
-            _check_type(f.name, getattr(self, f.name), f.type)
-        if self.lr_schedule not in SCHEDULES:
-            raise LicError(f"unknown lr_schedule {self.lr_schedule!r}; choose from {list(SCHEDULES)}")
-        multiple = self.model.pad_multiple  # the codec's downsampling
-        if self.crop % multiple or self.crop < 64 or self.val_crop % multiple:
-            raise LicError(f"crop and val_crop must be multiples of {multiple} (the {self.model.prior} "
-                           f"codec's downsampling) and crop ≥ 64, got crop={self.crop}, "
-                           f"val_crop={self.val_crop}")
-        for name in ("steps", "batch", "lr", "aux_lr", "spike_factor", "guard_window", "max_bad_steps",
-                     "snapshot_every", "log_every", "val_every", "ckpt_every"):
-            if getattr(self, name) <= 0:
-                raise LicError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("warmup", "clip_grad", "num_val_crops", "threads"):
-            if getattr(self, name) < 0:
-                raise LicError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
-        if not 0 <= self.min_lr_factor <= 1:
-            raise LicError(f"min_lr_factor must be in [0, 1], got {self.min_lr_factor!r}")
-
-    # --- construction ---------------------------------------------------------------------------
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TrainConfig:
-        """From nested keys ({"model": {...}, "loss": {...}, "steps": ...}, as config.json holds) or
-        flat ones ({"N": 16, "lmbda": 4e-3, ...}, as `--set`, sweeps and older config.json files
-        give), routed into the model and loss configs; a flat key wins over its nested twin."""
-        flat = _flatten(d)
-        unknown = set(flat) - set(_KINDS)
-        if unknown:
-            raise LicError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(_KINDS)}")
-        values = {k: _coerce(k, v, _KINDS[k]) for k, v in flat.items()}
-        model = ModelConfig(**{k: values.pop(k) for k in _MODEL_FIELDS if k in values})
-        loss = LossConfig(**{k: values.pop(k) for k in _LOSS_FIELDS if k in values})
-        return cls(model=model, loss=loss, **values)
-
-    @classmethod
-    def for_profile(cls, profile: str = "cpu", **overrides) -> TrainConfig:
-        """The profile's training settings (lic_utils.profiles) with `overrides`, flat or nested
-        (None values are ignored)."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return cls.from_dict({**_flatten(get_profile(profile).train), **_flatten(given)})
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, profile: str | None = None, **overrides) -> TrainConfig:
-        """A JSON or YAML file over a profile: `profile`, else the file's `profile` key, else cpu."""
-        d = read_config_file(path)
-        profile = profile or d.pop("profile", None) or "cpu"
-        d.pop("profile", None)
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return cls.for_profile(profile, **{**_flatten(d), **_flatten(given)})
-
-    def to_dict(self) -> dict:
-        """Nested: {"model": {...}, "loss": {...}, then the data and optimisation fields}."""
-        return asdict(self)
-
-    def flat(self) -> dict:
-        """Every setting under its own name (prior, N, lmbda, crop, ...), for tables and labels."""
-        return _flatten(self.to_dict())
-
-    def replace(self, **changes) -> TrainConfig:
-        """A copy with `changes`, flat (N=32) or nested (model=ModelConfig(...)), validated again."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
-
-    def run_fields(self) -> dict:
-        """The flat settings that define what is trained (all but the operational ones)."""
-        return {k: v for k, v in self.flat().items() if k not in OPERATIONAL_FIELDS}
-
-
-_OWN_FIELDS = [f for f in fields(TrainConfig) if f.name not in ("model", "loss")]
-_MODEL_FIELDS = [f.name for f in fields(ModelConfig)]
-_LOSS_FIELDS = [f.name for f in fields(LossConfig)]
-_KINDS = {f.name: str(f.type) for f in (*fields(ModelConfig), *fields(LossConfig), *_OWN_FIELDS)}
-
-
-def _flatten(d: Mapping) -> dict:
-    flat = {}
-    for section, known in (("model", _MODEL_FIELDS), ("loss", _LOSS_FIELDS)):
-        sub = d.get(section) or {}
-        sub = sub.to_dict() if isinstance(sub, (ModelConfig, LossConfig)) else sub
-        if not isinstance(sub, Mapping) or set(sub) - set(known):
-            raise LicError(f"`{section}` must map {known} to values, got {sub!r}")
-        flat.update(sub)
-    flat.update({k: v for k, v in d.items() if k not in ("model", "loss")})
-    return flat
-
-
-def _coerce(name: str, value, kind: str):
-    """A number as its field's type: YAML reads 5e-4 as a string, `--set steps=1e4` as well."""
-    if kind not in ("int", "float") or isinstance(value, bool):
-        return value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise LicError(f"{name} must be a number, got {value!r}") from None
-    if kind == "float":
-        return number
-    return int(number) if number.is_integer() else value
-
-
-def _check_type(name: str, value, kind: str) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = {"int": number and isinstance(value, int), "float": number and math.isfinite(value),
-          "bool": isinstance(value, bool), "str": isinstance(value, str)}[kind]
-    if not ok:
-        what = "a finite number" if kind == "float" else f"a {kind}"
-        raise LicError(f"{name} must be {what}, got {value!r}")
-
-
-def read_config_file(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise LicError(f"config file {path} does not exist")
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        d = json.loads(text)
-    else:
-        import yaml
-
-        d = yaml.safe_load(text)
-    if not isinstance(d, dict):
-        raise LicError(f"{path} must hold a mapping of options")
-    return d
 
 
 # --- learning-rate schedule ------------------------------------------------------------------------
@@ -332,98 +142,6 @@ def validate(model: nn.Module, crops: torch.Tensor, loss_fn: RateDistortionLoss)
     finally:
         model.train(was_training)
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-
-# --- run folder ------------------------------------------------------------------------------------
-def run_status(run_dir: str | os.PathLike) -> str:
-    """'done', 'partial' (has a checkpoint), 'new'."""
-    run_dir = Path(run_dir)
-    if (run_dir / "final.json").exists():
-        return "done"
-    if (run_dir / "checkpoint.pt").exists():
-        return "partial"
-    return "new"
-
-
-def read_final(run_dir: str | os.PathLike) -> dict | None:
-    p = Path(run_dir) / "final.json"
-    return json.loads(p.read_text()) if p.exists() else None
-
-
-def read_log(run_dir: str | os.PathLike):
-    """log.csv of a run as a DataFrame."""
-    import pandas as pd
-
-    return pd.read_csv(Path(run_dir) / "log.csv")
-
-
-def read_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    """The TrainConfig in a run's config.json (nested, or flat as written before the nesting)."""
-    d = json.loads((Path(run_dir) / "config.json").read_text())
-    return TrainConfig.from_dict({k: v for k, v in d.items() if k not in RETIRED_FIELDS})
-
-
-def check_run_folder(run_dir: Path, cfg: TrainConfig) -> None:
-    """Refuse a run folder that holds a run of another configuration (operational fields aside)."""
-    if not (run_dir / "config.json").exists():
-        return
-    old, new = read_run_config(run_dir).run_fields(), cfg.run_fields()
-    diff = {k: (old.get(k), new[k]) for k in new if old.get(k) != new[k]}
-    if diff:
-        changes = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise LicError(f"{run_dir} holds a run with another configuration ({changes}); "
-                       f"choose another --out, or delete the folder to retrain")
-
-
-class RunLog:
-    """log.csv, appended row by row (rank 0); on resume rows after the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        rows = []
-        if resume_step is not None and path.exists():
-            with open(path, newline="") as f:
-                for r in csv.DictReader(f):
-                    try:
-                        if int(r["step"]) <= resume_step:
-                            rows.append(r)
-                    except (KeyError, TypeError, ValueError):
-                        break  # a torn last line
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-        atomic_write_text(path, buf.getvalue())
-
-    def write(self, row: dict) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=LOG_COLUMNS, extrasaction="ignore").writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-
-def run_summary(run_dir: Path, cfg: TrainConfig, steps: int, elapsed: float, world: int) -> dict:
-    """final.json: training means over the last 10 % of the steps, the last validation, events."""
-    log = read_log(run_dir)
-    train_rows = log[log["loss"].notna()]
-    tail = train_rows[train_rows["step"] > steps - max(cfg.log_every, steps // 10)]
-    val_rows = log[log["val_bpp"].notna()]
-    events = log[log["event"].notna()]
-    return {
-        "done": True,
-        "steps": steps,
-        "elapsed_s": round(elapsed, 1),
-        "world_size": world,
-        "train": {k: float(tail[k].mean()) for k in ("loss", "bpp", "mse", "psnr", "ms_ssim", "lpips")},
-        "val": ({k.removeprefix("val_"): float(v) for k, v in val_rows.iloc[-1].items()
-                 if k.startswith("val_")} if len(val_rows) else {}),
-        "events": int(len(events)),
-        "checkpoint": str(run_dir / "checkpoint.pt"),
-        "config": cfg.to_dict(),
-    }
 
 
 # --- the trainer -----------------------------------------------------------------------------------

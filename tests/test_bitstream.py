@@ -25,11 +25,11 @@ def tiny(prior="factorized", seed=0):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Tiny codecs (N=8, M=12) trained 200 steps on BSDS500 crops, one checkpoint per prior (~15 s in all)."""
-    from lic_utils import train
+    from lic_utils import config, train
 
     out = {}
     for prior in models.PRIORS:
-        cfg = train.TrainConfig.for_profile("smoke", prior=prior, **TINY, steps=200, batch=8, lmbda=1.5e-3,
+        cfg = config.TrainConfig.for_profile("smoke", prior=prior, **TINY, steps=200, batch=8, lmbda=1.5e-3,
                                             num_val_crops=0, progress=False)
         run = tmp_path_factory.mktemp(prior)
         train.train(cfg, run)

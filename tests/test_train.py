@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lic_utils import distributed, profiles, train
+from lic_utils import config, distributed, profiles, run_folder, train
 from lic_utils.errors import LicError
 from lic_utils.files import REPO
 from lic_utils.losses import LossConfig
@@ -23,8 +23,8 @@ from lic_utils.models import ModelConfig
 FAST = dict(progress=False, num_val_crops=0, device="cpu")
 
 
-def smoke(**kw) -> train.TrainConfig:
-    return train.TrainConfig.for_profile("smoke", **{**FAST, **kw})
+def smoke(**kw) -> config.TrainConfig:
+    return config.TrainConfig.for_profile("smoke", **{**FAST, **kw})
 
 
 def params_of(run_dir):
@@ -35,44 +35,44 @@ def params_of(run_dir):
 
 # --- configuration ---------------------------------------------------------------------------------
 def test_profiles_files_and_overrides(tmp_path):
-    gpu = train.TrainConfig.for_profile("gpu")
+    gpu = config.TrainConfig.for_profile("gpu")
     assert (gpu.model.N, gpu.model.M, gpu.crop, gpu.batch) == (128, 192, 256, 16) and gpu.steps >= 200_000
-    cpu = train.TrainConfig.for_profile("cpu", lmbda=0.01, steps=None)
-    assert cpu.loss.lmbda == 0.01 and cpu.steps == train.TrainConfig().steps
-    assert train.TrainConfig.for_profile("smoke").steps == profiles.PROFILES["smoke"].train["steps"]
+    cpu = config.TrainConfig.for_profile("cpu", lmbda=0.01, steps=None)
+    assert cpu.loss.lmbda == 0.01 and cpu.steps == config.TrainConfig().steps
+    assert config.TrainConfig.for_profile("smoke").steps == profiles.PROFILES["smoke"].train["steps"]
 
     f = tmp_path / "c.yaml"
     f.write_text("profile: smoke\nprior: hyperprior\nlr: 5e-4\nsteps: 7\n")  # YAML reads 5e-4 as a string
-    cfg = train.TrainConfig.from_file(f, steps=9)
+    cfg = config.TrainConfig.from_file(f, steps=9)
     assert (cfg.model.prior, cfg.lr, cfg.steps, cfg.model.N) == ("hyperprior", 5e-4, 9,
                                                                  profiles.PROFILES["smoke"].train["N"])
-    assert train.TrainConfig.from_file(f, profile="cpu").model.N == ModelConfig().N  # --profile wins
+    assert config.TrainConfig.from_file(f, profile="cpu").model.N == ModelConfig().N  # --profile wins
     j = tmp_path / "c.json"
     j.write_text(json.dumps(cfg.to_dict()))
-    assert train.TrainConfig.from_file(j) == cfg
+    assert config.TrainConfig.from_file(j) == cfg
 
     with pytest.raises(LicError, match="unknown training option"):
-        train.TrainConfig.for_profile("cpu", lambda_=1)
+        config.TrainConfig.for_profile("cpu", lambda_=1)
     with pytest.raises(LicError, match="unknown prior"):
-        train.TrainConfig.for_profile("cpu", prior="gaussian-mixture")
+        config.TrainConfig.for_profile("cpu", prior="gaussian-mixture")
     with pytest.raises(LicError, match="multiples of 64"):
-        train.TrainConfig.for_profile("cpu", prior="hyperprior", crop=80)
+        config.TrainConfig.for_profile("cpu", prior="hyperprior", crop=80)
 
 
 def test_config_nests_model_and_loss_and_takes_flat_keys():
-    cfg = train.TrainConfig.from_dict({"N": 16, "lmbda": "2e-3", "gamma": 0, "steps": 1e4, "quantizer": "ste"})
+    cfg = config.TrainConfig.from_dict({"N": 16, "lmbda": "2e-3", "gamma": 0, "steps": 1e4, "quantizer": "ste"})
     assert cfg.model == ModelConfig(N=16, quantizer="ste") and cfg.loss == LossConfig(lmbda=2e-3)
     assert cfg.steps == 10_000 and isinstance(cfg.steps, int) and isinstance(cfg.loss.gamma, float)
     nested = cfg.to_dict()
     assert nested["model"]["N"] == 16 and nested["loss"]["lmbda"] == 2e-3 and "N" not in nested
-    assert train.TrainConfig.from_dict(nested) == cfg  # config.json round trip
-    assert train.TrainConfig.from_dict(cfg.flat()) == cfg  # flat round trip
-    assert train.TrainConfig.from_dict({**nested, "N": 32}).model.N == 32  # a flat key wins
+    assert config.TrainConfig.from_dict(nested) == cfg  # config.json round trip
+    assert config.TrainConfig.from_dict(cfg.flat()) == cfg  # flat round trip
+    assert config.TrainConfig.from_dict({**nested, "N": 32}).model.N == 32  # a flat key wins
     assert cfg.replace(M=40).model.M == 40 and cfg.replace(lmbda=0.0).loss.lmbda == 0.0
     assert cfg.replace(model=ModelConfig(prior="hyperprior"), crop=128).model.prior == "hyperprior"
     assert "device" not in cfg.run_fields() and cfg.run_fields()["lmbda"] == 2e-3
     with pytest.raises(LicError, match="`loss` must map"):
-        train.TrainConfig.from_dict({"loss": {"N": 3}})
+        config.TrainConfig.from_dict({"loss": {"N": 3}})
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -89,7 +89,7 @@ def test_config_nests_model_and_loss_and_takes_flat_keys():
 ])
 def test_every_setting_is_validated(bad, message):
     with pytest.raises(LicError, match=message) as e:
-        train.TrainConfig.for_profile("smoke", **bad)
+        config.TrainConfig.for_profile("smoke", **bad)
     assert "\n" not in str(e.value)
 
 
@@ -108,7 +108,7 @@ def test_a_bad_config_leaves_no_run_folder(tmp_path, capsys):
 
 
 def test_lr_schedule_warms_up_and_decays():
-    cfg = train.TrainConfig.from_dict(dict(steps=1000, warmup=100, lr_schedule="cosine", min_lr_factor=0.02))
+    cfg = config.TrainConfig.from_dict(dict(steps=1000, warmup=100, lr_schedule="cosine", min_lr_factor=0.02))
     f = [train.lr_factor(s, cfg) for s in range(1000)]
     assert f[0] == pytest.approx(0.01) and f[99] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[100:], f[101:]))  # monotone decay after warm-up
@@ -137,10 +137,10 @@ def test_smoke_run_learns_and_leaves_a_complete_run_folder(smoke_run):
     cfg, out, result = smoke_run
     assert {p.name for p in out.iterdir()} >= {"checkpoint.pt", "log.csv", "config.json", "final.json"}
     assert result["status"] == "done" and result["steps"] == cfg.steps
-    log = train.read_log(out)
+    log = run_folder.read_log(out)
     tr = log[log["loss"].notna()]
     assert tr["step"].tolist() == list(range(cfg.log_every, cfg.steps + 1, cfg.log_every))
-    assert set(train.LOG_COLUMNS) <= set(log.columns)
+    assert set(run_folder.LOG_COLUMNS) <= set(log.columns)
     assert tr["loss"].iloc[-2:].mean() < 0.7 * tr["loss"].iloc[:2].mean()  # the loss fell
     assert (tr["lr"].iloc[-1] < tr["lr"].max()) and tr[["bpp", "mse", "psnr"]].notna().all().all()
     val = log[log["val_bpp"].notna()]
@@ -148,7 +148,7 @@ def test_smoke_run_learns_and_leaves_a_complete_run_folder(smoke_run):
     final = json.loads((out / "final.json").read_text())
     assert final["done"] and final["val"]["psnr"] > 10 and 0 < final["val"]["bpp"] < 5
     assert json.loads((out / "config.json").read_text()) == cfg.to_dict()  # written nested
-    assert train.read_run_config(out) == cfg
+    assert run_folder.read_run_config(out) == cfg
 
     model = models.load_checkpoint(out / "checkpoint.pt")  # what compress/evaluate load
     with torch.no_grad():
@@ -195,7 +195,7 @@ def test_run_folders_with_a_flat_config_json_still_work(smoke_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(out, old)
     (old / "config.json").write_text(json.dumps({**cfg.flat(), "fault_steps": [], "debug_hashes": False}))
-    assert train.read_run_config(old) == cfg
+    assert run_folder.read_run_config(old) == cfg
     assert train.train(cfg, old)["status"] == "already done"
     with pytest.raises(LicError, match=r"N: 16 → 24"):
         train.train(cfg.replace(N=24), old)
@@ -232,7 +232,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
     with pytest.raises(Interrupt):
         train.train(cfg, tmp_path / "resumed", callbacks=[CrashAt(10)])  # 2 steps after the checkpoint of step 8
-    assert train.run_status(tmp_path / "resumed") == "partial"
+    assert run_folder.run_status(tmp_path / "resumed") == "partial"
     torch.manual_seed(1234)  # whatever the process did meanwhile
     torch.rand(10)
     # a stop between two checkpoints writes one, then one right on a checkpoint step
@@ -246,7 +246,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    la, lb = train.read_log(tmp_path / "straight"), train.read_log(tmp_path / "resumed")
+    la, lb = run_folder.read_log(tmp_path / "straight"), run_folder.read_log(tmp_path / "resumed")
     assert lb["step"].tolist() == la["step"].tolist()  # no duplicated rows after the resume
     assert lb["loss"].tolist() == la["loss"].tolist()
 
@@ -265,7 +265,7 @@ def test_resume_across_a_validation_is_bit_exact(tmp_path):
     train.train(cfg, tmp_path / "resumed")
     a, b = params_of(tmp_path / "straight"), params_of(tmp_path / "resumed")
     assert all(torch.equal(a[name], b[name]) for name in a)
-    val = lambda run: train.read_log(run).dropna(subset=["val_bpp"])["val_bpp"].tolist()  # noqa: E731
+    val = lambda run: run_folder.read_log(run).dropna(subset=["val_bpp"])["val_bpp"].tolist()  # noqa: E731
     assert val(tmp_path / "straight") == val(tmp_path / "resumed")
 
 
@@ -280,7 +280,7 @@ def test_nan_guard_skips_rolls_back_and_logs(tmp_path):
     cfg = smoke(steps=30, ckpt_every=10, max_bad_steps=3)
     result = train.train(cfg, tmp_path / "nan", callbacks=[train.FaultInjection([5, 22, 23, 24])])
     assert result["status"] == "done" and result["events"] >= 5
-    log = train.read_log(tmp_path / "nan")
+    log = run_folder.read_log(tmp_path / "nan")
     ev = log[log["event"].notna()]
     skips = ev[ev["event"].str.startswith("skip: non-finite loss")]
     assert skips["step"].tolist() == [5, 22, 23, 24]
@@ -330,8 +330,8 @@ def test_a_guard_that_fires_without_end_fails_the_run(tmp_path, max_bad_steps, g
     with pytest.raises(LicError, match=f"training failed {failure}") as err:
         train.train(cfg, tmp_path / "run", callbacks=[NanEvery(good_every)])
     assert "\n" not in str(err.value) and "another --out" in str(err.value)
-    assert train.run_status(tmp_path / "run") != "done"  # no final.json
-    events = train.read_log(tmp_path / "run")["event"].dropna().tolist()
+    assert run_folder.run_status(tmp_path / "run") != "done"  # no final.json
+    events = run_folder.read_log(tmp_path / "run")["event"].dropna().tolist()
     assert events[-1] == f"failed: {failure.split(': ', 1)[1]}"
 
 
@@ -376,7 +376,7 @@ HOLD_SCRIPT = """
 import sys, time
 from pathlib import Path
 
-from lic_utils import train
+from lic_utils import config, train
 
 
 class Hold(train.Callback):  # signals that training has begun, then waits to be killed
@@ -385,7 +385,7 @@ class Hold(train.Callback):  # signals that training has begun, then waits to be
         time.sleep(300)
 
 
-cfg = train.TrainConfig.for_profile("smoke", steps=4, progress=False, num_val_crops=0, device="cpu")
+cfg = config.TrainConfig.for_profile("smoke", steps=4, progress=False, num_val_crops=0, device="cpu")
 train.train(cfg, sys.argv[1], callbacks=[Hold()])
 """
 
@@ -412,7 +412,7 @@ def test_a_second_trainer_of_a_run_folder_is_refused_until_the_first_dies(tmp_pa
     finally:
         first.kill()  # SIGKILL: no clean-up runs
         first.wait(timeout=60)
-    assert main(argv) == 0 and train.run_status(run) == "done"
+    assert main(argv) == 0 and run_folder.run_status(run) == "done"
 
 
 # --- distributed -----------------------------------------------------------------------------------
@@ -420,7 +420,7 @@ DDP_SCRIPT = """
 import sys
 from pathlib import Path
 
-from lic_utils import train
+from lic_utils import config, train
 
 
 class Fingerprint(train.Callback):
@@ -428,7 +428,7 @@ class Fingerprint(train.Callback):
         Path(sys.argv[1], f"rank{trainer.env.rank}.weights").write_text(trainer.model.fingerprint())
 
 
-cfg = train.TrainConfig.for_profile("smoke", steps=30, progress=False, num_val_crops=1, ckpt_every=10,
+cfg = config.TrainConfig.for_profile("smoke", steps=30, progress=False, num_val_crops=1, ckpt_every=10,
                                     device="cpu")
 train.train(cfg, sys.argv[1], callbacks=[train.FaultInjection([17]), Fingerprint()])
 """
@@ -447,7 +447,7 @@ def test_ddp_two_ranks_stay_identical_and_learn(tmp_path):
     assert w0 == w1 and len(w0) == 16
     final = json.loads((out / "final.json").read_text())
     assert final["world_size"] == 2 and final["steps"] == 30
-    log = train.read_log(out)
+    log = run_folder.read_log(out)
     tr = log[log["loss"].notna()]
     assert tr["loss"].iloc[-2:].mean() < 0.7 * tr["loss"].iloc[:2].mean()
     assert log["event"].dropna().str.contains("non-finite loss").any()  # the guard works across ranks
