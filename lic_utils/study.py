@@ -126,8 +126,9 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
         return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
                           variants=dict(p.extra_variants), lmbdas=one, overrides=tune)]
     mse = {"mse": LOSS_VARIANTS["mse"]}
-    return [SweepSpec(profile=p.name, out=out, priors=["factorized-gaussian", "hyperprior"],
-                      variants=mse, lmbdas=one, overrides=tune),
+    return [*(SweepSpec(profile=p.name, out=out, priors=[prior], variants=mse, lmbdas=one,
+                        overrides={**tune, **p.prior_train.get(prior, {})})
+              for prior in ("factorized-gaussian", "hyperprior")),
             SweepSpec(profile=p.name, out=str(root / f"study-{p.name}-noscale"),
                       priors=["factorized"], variants=mse, lmbdas=one,
                       overrides={**tune, "channel_scale": False}, tag="noscale")]

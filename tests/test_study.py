@@ -126,3 +126,11 @@ def test_the_grid_is_fine_tuned_from_one_base_run(tmp_path):
     assert study.train_base("smoke", tmp_path, progress=False) is False  # reused
     assert study.base_run("gpu", tmp_path) is None  # trained from scratch
     assert all(cfg.init_from == "" for spec in study.sweeps("gpu", tmp_path) for _, _, cfg in spec.runs())
+
+
+def test_the_prior_ablation_takes_each_priors_own_settings(tmp_path):
+    """The cpu profile trains the hyperprior on 256² crops (2 a step, the pixels of 8 of 128²)."""
+    runs = {name: cfg for spec in study.sweeps("cpu", tmp_path, "prior") for name, _, cfg in spec.runs()}
+    hyper, gauss = runs["hyperprior-mse-l0.004"], runs["factorized-gaussian-mse-l0.004"]
+    assert (hyper.crop, hyper.batch) == (256, 2) and (gauss.crop, gauss.batch) == (128, 8)
+    assert hyper.crop**2 * hyper.batch == gauss.crop**2 * gauss.batch
