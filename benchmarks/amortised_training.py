@@ -40,19 +40,11 @@ def finetune_config(base: Path, recipe: dict) -> config.TrainConfig:
 
 
 def measure(run_dir: Path, recipe: str, images, base_minutes: float) -> dict:
-    # caches beside the runs: the study's own caches in results/ must hold the study's models alone
-    cache = run_dir.parent
-    learned = evaluate.evaluate_model(run_dir, images, cache=cache / "learned_kodak.csv", progress=False)
-    matched = evaluate.matched_codecs(learned, images, CODECS, cache=cache / "matched_kodak.csv",
-                                      progress=False)
     final, cfg = run_folder.read_final(run_dir), run_folder.read_run_config(run_dir)
-    row = {"recipe": recipe, "lmbda": cfg.loss.lmbda, "beta": cfg.loss.beta, "gamma": cfg.loss.gamma,
-           "steps": cfg.steps, "minutes": round(final["elapsed_s"] / 60, 2), "base_minutes": base_minutes,
-           "fingerprint": learned["fingerprint"].iloc[0],
-           **learned[["bpp", "psnr", "ms_ssim", "lpips"]].mean().to_dict()}
-    for codec, g in matched.groupby("codec"):
-        row.update({f"{codec}_{k}": v for k, v in g[["bpp", "psnr", "lpips"]].mean().items()})
-    return row
+    return {"recipe": recipe, "lmbda": cfg.loss.lmbda, "beta": cfg.loss.beta, "gamma": cfg.loss.gamma,
+            "steps": cfg.steps, "minutes": round(final["elapsed_s"] / 60, 2), "base_minutes": base_minutes,
+            # caches beside the runs: the study's caches in results/ must hold its models alone
+            **evaluate.kodak_summary(run_dir, images, run_dir.parent, CODECS)}
 
 
 def scratch_rows(results: Path) -> list[dict]:

@@ -37,18 +37,11 @@ def budget_config(steps: int, **recipe) -> config.TrainConfig:
 
 
 def measure(run_dir: Path, steps: int, images) -> dict:
-    # caches beside the runs: the study's own caches in results/ must hold the study's models alone
-    cache = run_dir.parent
-    learned = evaluate.evaluate_model(run_dir, images, cache=cache / "learned_kodak.csv", progress=False)
-    matched = evaluate.matched_codecs(learned, images, CODECS, cache=cache / "matched_kodak.csv",
-                                      progress=False)
     final = run_folder.read_final(run_dir)
-    row = {"steps": steps, "minutes": round(final["elapsed_s"] / 60, 2), "threads": 1,
-           "fingerprint": learned["fingerprint"].iloc[0], "events": final["events"],
-           **learned[["bpp", "psnr", "ms_ssim", "lpips"]].mean().to_dict()}
-    for codec, g in matched.groupby("codec"):
-        row.update({f"{codec}_{k}": v for k, v in g[["bpp", "psnr", "lpips"]].mean().items()})
-    return row
+    # caches beside the runs: the study's own caches in results/ must hold the study's models alone
+    summary = evaluate.kodak_summary(run_dir, images, run_dir.parent, CODECS)
+    return {"steps": steps, "minutes": round(final["elapsed_s"] / 60, 2), "threads": 1,
+            "fingerprint": summary.pop("fingerprint"), "events": final["events"], **summary}
 
 
 def main() -> None:

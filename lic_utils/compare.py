@@ -283,12 +283,11 @@ def budget_gain(table: pd.DataFrame, min_steps: int = 2000) -> dict:
     budgets (smaller than the fit's when returns diminish, which makes the parity estimate optimistic).
     """
     fit = table[table["steps"] >= min_steps]
-    gap = fit["psnr"] - fit["webp_psnr"]
-    slope, intercept = np.polyfit(np.log2(fit["steps"]), gap, 1)
+    doublings, gap = np.log2(fit["steps"].to_numpy()), (fit["psnr"] - fit["webp_psnr"]).to_numpy()
+    slope, intercept = np.polyfit(doublings, gap, 1)
     rising = slope > 1e-6  # dB per doubling; a flat fit never reaches WebP
     parity = float(np.exp2(min(-intercept / slope, 1000.0))) if rising else float("inf")
-    last = fit.tail(2)  # is the gain slowing down? the last doubling alone
-    last_gain = float(np.diff(last["psnr"] - last["webp_psnr"])[0] / np.log2(last["steps"]).diff().iloc[-1])
+    last_gain = float((gap[-1] - gap[-2]) / (doublings[-1] - doublings[-2]))  # is the gain slowing?
     return {"db_per_doubling": float(slope), "parity_steps": float(parity), "points": int(len(fit)),
             "last_db_per_doubling": last_gain}
 
@@ -301,16 +300,18 @@ def recipe_summary(table: pd.DataFrame, minutes_per_step: float, models: int, bp
     ("scratch …" rows) and fine-tuned from one long base (the base counts as the MSE fine-tune at its
     own λ); PSNR and LPIPS interpolated at `bpp` on each curve (NaN where a curve has fewer than two
     points or misses the bitrate), and the CPU minutes one model costs: its own training plus, for a
-    fine-tune, its share of the base when `models` models are made from it. Scratch runs cost
-    3,500 steps at the measured `minutes_per_step` (one thread, benchmarks/training_budget.py).
+    fine-tune, its share of the base when `models` models are made from it. Scratch runs cost their
+    steps at the measured `minutes_per_step` (one thread, benchmarks/training_budget.py). The rows
+    say what they are by `base_minutes`: 0 for the base, the base's minutes for a fine-tune, empty
+    for a model trained from scratch.
     """
     t = table.copy()
-    t["recipe_kind"] = np.where(t["recipe"].str.startswith("scratch"), "from scratch", "amortised")
+    scratch, is_base = t["base_minutes"].isna(), t["base_minutes"] == 0
+    t["recipe_kind"] = np.where(scratch, "from scratch", "amortised")
     t["variant"] = np.where(t["gamma"] > 0, "+lpips", np.where(t["beta"] > 0, "+ms-ssim", "mse"))
-    is_base = t["recipe"].str.startswith("base")
-    share = t.loc[is_base, "minutes"].iloc[0] / models if is_base.any() else 0.0
-    own = t["minutes"].where(~is_base, 0.0).where(t["recipe_kind"] == "amortised", 3500 * minutes_per_step)
-    t["minutes_per_model"] = own + np.where(t["recipe_kind"] == "amortised", share, 0.0)
+    t["minutes_per_model"] = np.select(
+        [scratch, is_base], [t["steps"] * minutes_per_step, t["minutes"] / models],
+        t["minutes"] + t["base_minutes"] / models)
     rows = []
     for (kind, variant), g in t.groupby(["recipe_kind", "variant"], sort=False):
         for gamma, gg in g.groupby("gamma"):

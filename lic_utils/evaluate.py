@@ -294,6 +294,24 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]],
     return done[keep & done["codec"].isin(codecs_).to_numpy()].reset_index(drop=True)
 
 
+def kodak_summary(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cache_dir: str | Path,
+                  codecs_: list[str] = ()) -> dict:
+    """One model in one row: its fingerprint and mean bpp, PSNR, MS-SSIM, LPIPS over `images` (real
+    files), and each codec's mean bpp, PSNR, LPIPS at its bytes (`webp_psnr`, …); evaluations cached
+    in cache_dir's learned_kodak.csv and matched_kodak.csv. For the benchmarks' tables."""
+    cache_dir = Path(cache_dir)
+    learned = evaluate_model(run_or_checkpoint, images, cache=cache_dir / "learned_kodak.csv",
+                             progress=False)
+    row = {"fingerprint": learned["fingerprint"].iloc[0],
+           **learned[["bpp", "psnr", "ms_ssim", "lpips"]].mean().to_dict()}
+    if codecs_:
+        matched = matched_codecs(learned, images, list(codecs_), cache=cache_dir / "matched_kodak.csv",
+                                 progress=False)
+        for codec, g in matched.groupby("codec"):
+            row.update({f"{codec}_{k}": v for k, v in g[["bpp", "psnr", "lpips"]].mean().items()})
+    return row
+
+
 def evaluate_runs(index: pd.DataFrame, images: list[tuple[str, np.ndarray]], results_dir: str | Path,
                   matched: bool = True, codecs_: list[str] | None = None, progress: bool = True
                   ) -> tuple[pd.DataFrame, pd.DataFrame | None]:

@@ -195,15 +195,18 @@ def test_budget_gain_fits_the_gap_to_webp_per_doubling():
 
 def test_recipe_summary_puts_curves_side_by_side_at_one_bitrate():
     table = pd.DataFrame([
-        {"recipe": "base (16000 steps)", "lmbda": 4e-3, "beta": 0, "gamma": 0, "minutes": 32.0, "bpp": 0.26,
+        {"recipe": "base (16000 steps)", "lmbda": 4e-3, "beta": 0, "gamma": 0, "minutes": 32.0, "base_minutes": 0.0,
+         "bpp": 0.26,
          "psnr": 27.0, "lpips": 0.45},
-        {"recipe": "mse-l0.012", "lmbda": 1.2e-2, "beta": 0, "gamma": 0, "minutes": 2.0, "bpp": 0.15, "psnr": 26.0,
+        {"recipe": "mse-l0.012", "lmbda": 1.2e-2, "beta": 0, "gamma": 0, "minutes": 2.0, "base_minutes": 32.0,
+         "bpp": 0.15, "psnr": 26.0,
          "lpips": 0.5},
-        {"recipe": "lpips-g0.01-l0.006", "lmbda": 6e-3, "beta": 0, "gamma": 0.01, "minutes": 4.0, "bpp": 0.3,
+        {"recipe": "lpips-g0.01-l0.006", "lmbda": 6e-3, "beta": 0, "gamma": 0.01, "minutes": 4.0, "base_minutes": 32.0,
+         "bpp": 0.3,
          "psnr": 27.0, "lpips": 0.2},
-        {"recipe": "scratch mse λ=0.006", "lmbda": 6e-3, "beta": 0, "gamma": 0, "bpp": 0.16, "psnr": 24.7,
+        {"recipe": "scratch mse λ=0.006", "lmbda": 6e-3, "beta": 0, "gamma": 0, "steps": 3500, "bpp": 0.16, "psnr": 24.7,
          "lpips": 0.6},
-        {"recipe": "scratch mse λ=0.004", "lmbda": 4e-3, "beta": 0, "gamma": 0, "bpp": 0.2, "psnr": 25.0,
+        {"recipe": "scratch mse λ=0.004", "lmbda": 4e-3, "beta": 0, "gamma": 0, "steps": 3500, "bpp": 0.2, "psnr": 25.0,
          "lpips": 0.57},
     ])
     s = compare.recipe_summary(table, minutes_per_step=0.002, models=16).set_index(["recipe", "variant"])
