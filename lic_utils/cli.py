@@ -44,7 +44,7 @@ def _run_data(args) -> int:
 # --- metrics ----------------------------------------------------------------------------------------
 def _args_metrics(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="reference image (any format Pillow reads)")
-    p.add_argument("dist", help="distorted image, or a compressed file (.jpg/.webp/.avif/.heic/.jp2/.lic): then bpp is added")
+    p.add_argument("dist", help="distorted image, or a compressed file (.jpg/.webp/.avif/.heic/.jp2/.jxl/.lic): then bpp is added")
     p.add_argument("--checkpoint", help="model checkpoint, needed when DIST is a .lic file")
 
 
@@ -58,7 +58,9 @@ def _run_metrics(args) -> int:
 # --- baseline ---------------------------------------------------------------------------------------
 def _args_baseline(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="image to compress (any format Pillow reads)")
-    p.add_argument("--codec", required=True, help="jpeg, webp, avif, heic or jpeg2000")
+    from lic_utils.codecs import CODECS
+
+    p.add_argument("--codec", required=True, choices=list(CODECS), help="the classical codec")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--bpp", type=float, help="target bitrate: the largest real file not above it")
     target.add_argument("--quality", type=float, help="the codec's own setting (jpeg2000: its target bpp)")
@@ -331,7 +333,7 @@ def _run_figures(args) -> int:
 
 COMMANDS = {
     "data": (_args_data, _run_data, "fetch or verify the datasets and the LPIPS backbone"),
-    "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS (and bpp) of one image pair, as JSON"),
+    "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS, SSIMULACRA2 (and bpp) of one image pair, as JSON"),
     "baseline": (_args_baseline, _run_baseline, "one image through a classical codec: real file, metrics as JSON"),
     "evaluate": (_args_evaluate, _run_evaluate, "real .lic files on Kodak, metrics, and classical codecs at the same bytes"),
     "figures": (_args_figures, _run_figures, "redraw the RD figures from results/ alone"),

@@ -1,14 +1,17 @@
-"""Classical codecs with real bytes: JPEG, WebP, AVIF, HEIC and JPEG 2000 behind one small interface.
+"""Classical codecs with real bytes: JPEG, WebP, AVIF, HEIC, JPEG 2000 and JPEG XL behind one small interface.
 
 Every number the study reports for a classical codec comes from a complete file (headers and
 container included), so `bpp = 8 · len(file) / (H · W)` compares fairly with a learned codec's file.
 
 Settings are each library's defaults unless stated, and are pinned so the bytes do not depend on
-the machine. The last column is how finely match_bitrate can hit a target (the setting's grain):
-- jpeg: Pillow/libjpeg-turbo, integer quality 1–95 (Pillow accepts up to 100, but above 95 files
-  grow with hardly any gain, as Pillow's docs warn). 4:2:0 chroma, standard Huffman tables
-  (Pillow's `optimize=False`; optimised tables would make quality-5 files ≈35% smaller). Coarse
-  at the bottom: quality 1 is ≈0.15–0.25 bpp on Kodak (mean 0.17); below that, below_floor.
+the machine; each codec's `settings` string names them, and the evaluation caches key their rows
+on it, so changing a setting re-measures that codec instead of reusing stale rows. The last
+column is how finely match_bitrate can hit a target (the setting's grain):
+- jpeg: Pillow/libjpeg-turbo as a careful user runs it: integer quality 1–95 (Pillow accepts up to
+  100, but above 95 files grow with hardly any gain, as Pillow's docs warn), 4:2:0 chroma,
+  optimised Huffman tables (`optimize=True`: quality-5 files 38 % smaller on average than with the
+  standard tables on Kodak, 21–49 %), and the progressive file instead when it is smaller (at high qualities, ≈ 5 %).
+  Coarse at the bottom: quality 1 is 0.065–0.16 bpp on Kodak (mean 0.088); below that, below_floor.
 - webp: Pillow/libwebp lossy, quality 0–100 taken as a float (libwebp's quality is continuous,
   searched in steps of 0.05), method 4, 4:2:0 chroma (the only lossy WebP layout). ≈0.5%, coarser
   just above quality 0 (≈7% on kodim13).
@@ -26,9 +29,13 @@ the machine. The last column is how finely match_bitrate can hit a target (the s
   0.01–8, saturating near the lossless size), passed as `quality_layers=[24 / bpp]` (a
   compression ratio against 24-bit RGB). The colour transform is switched on (`mct=1`; Pillow's
   default 0 codes R, G and B separately, ≈2–3 dB worse at the same size). ≈0.5%.
+- jpegxl: pillow-jxl-plugin/libjxl, quality 0–100 taken as a float (libjxl maps it to its
+  Butteraugli distance continuously; searched in steps of 0.05), effort 7 (libjxl's default), a
+  bare codestream (no container), one thread (the bytes are the same with more; pinned anyway).
+  Its floor is quality 0: 0.10–0.29 bpp on Kodak (mean 0.15); below that, below_floor.
 
 Every codec encodes images from 1×1 up to its format's limits (JPEG 65500 px a side, WebP 16383,
-AVIF 65536); beyond them encoding raises a LicError naming the limit.
+AVIF 65536, JPEG XL 2^30); beyond them encoding raises a LicError naming the limit.
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ from lic_utils.errors import LicError
 
 AVIF_SPEED = 6
 AVIF_THREADS = 2
+JXL_EFFORT = 7
 
 
 class BitrateFloorWarning(UserWarning):
@@ -71,6 +79,7 @@ class Codec:
     _decode: Callable[[bytes], Image.Image] = field(repr=False)
     search_grid: tuple = field(repr=False)  # the settings match_bitrate chooses from, increasing
     max_side: int | None = None
+    settings: str = ""  # the pinned encoder settings (the caches key rows on them, with `name`)
 
     @property
     def extension(self) -> str:
@@ -124,7 +133,7 @@ def _check_image(image) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-# --- the five codecs --------------------------------------------------------------------------------
+# --- the six codecs ---------------------------------------------------------------------------------
 def _pillow_encoder(fmt: str, **fixed) -> Callable[[Image.Image, float], bytes]:
     def encode(im: Image.Image, quality) -> bytes:
         buf = io.BytesIO()
@@ -141,6 +150,32 @@ def _pillow_decoder(fmt: str) -> Callable[[bytes], Image.Image]:
             return im
 
     return decode
+
+
+def _encode_jpeg(im: Image.Image, quality: int) -> bytes:
+    """Optimised Huffman tables; the progressive file when it is the smaller one."""
+    files = []
+    for progressive in (False, True):
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=quality, optimize=True, progressive=progressive)
+        files.append(buf.getvalue())
+    return min(files, key=len)
+
+
+def _jpegxl_plugin() -> None:
+    import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+
+
+def _encode_jpegxl(im: Image.Image, quality: float) -> bytes:
+    _jpegxl_plugin()
+    buf = io.BytesIO()
+    im.save(buf, format="JXL", quality=quality, effort=JXL_EFFORT, num_threads=1, use_container=False)
+    return buf.getvalue()
+
+
+def _decode_jpegxl(data: bytes) -> Image.Image:
+    _jpegxl_plugin()
+    return _pillow_decoder("JXL")(data)
 
 
 def _encode_heic(im: Image.Image, quality: int) -> bytes:
@@ -176,16 +211,22 @@ CODECS: dict[str, Codec] = {
     c.name: c
     for c in [
         Codec("jpeg", (".jpg", ".jpeg"), (1, 95), True, "libjpeg quality",
-              _pillow_encoder("JPEG"), _pillow_decoder("JPEG"), tuple(range(1, 96)), max_side=65500),
+              _encode_jpeg, _pillow_decoder("JPEG"), tuple(range(1, 96)), max_side=65500,
+              settings="4:2:0, optimize, progressive if smaller"),
         Codec("webp", (".webp",), (0, 100), False, "libwebp quality",
-              _pillow_encoder("WEBP"), _pillow_decoder("WEBP"), _steps(0, 100, 0.05), max_side=16383),
+              _pillow_encoder("WEBP"), _pillow_decoder("WEBP"), _steps(0, 100, 0.05), max_side=16383,
+              settings="method 4"),
         Codec("avif", (".avif",), (0, 100), True, "libavif quality",
               _pillow_encoder("AVIF", speed=AVIF_SPEED, max_threads=AVIF_THREADS), _pillow_decoder("AVIF"),
-              tuple(range(0, 101)), max_side=65536),
+              tuple(range(0, 101)), max_side=65536, settings=f"speed {AVIF_SPEED}, {AVIF_THREADS} threads"),
         Codec("heic", (".heic", ".heif"), (0, 100), True, "libheif/x265 quality",
-              _encode_heic, _decode_heic, tuple(range(0, 101))),
+              _encode_heic, _decode_heic, tuple(range(0, 101)), settings="libheif defaults"),
         Codec("jpeg2000", (".jp2",), (0.01, 8.0), False, "target bitrate in bpp",
-              _encode_jpeg2000, _pillow_decoder("JPEG2000"), _geometric_steps(0.01, 8.0, 1.0025)),
+              _encode_jpeg2000, _pillow_decoder("JPEG2000"), _geometric_steps(0.01, 8.0, 1.0025),
+              settings="9/7, mct 1, one layer"),
+        Codec("jpegxl", (".jxl",), (0, 100), False, "libjxl quality",
+              _encode_jpegxl, _decode_jpegxl, _steps(0, 100, 0.05), max_side=1 << 30,
+              settings=f"effort {JXL_EFFORT}, codestream"),
     ]
 }
 

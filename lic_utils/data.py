@@ -226,12 +226,13 @@ def verify(sets=None, progress: bool = True) -> int:
 
 # --- images -----------------------------------------------------------------------------------------
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read any image Pillow (with pillow-heif) opens as an H×W×3 uint8 RGB array.
+    """Read any image Pillow (with pillow-heif and pillow-jxl-plugin) opens as an H×W×3 uint8 RGB array.
 
     Conversions are explicit: 16-bit and float images are scaled to 8 bits, alpha is composited
     over white, palette and grayscale images are expanded to RGB, EXIF orientation is applied.
     """
     register_heif()
+    import pillow_jxl  # noqa: F401  (registers .jxl with Pillow)
     try:
         with warnings.catch_warnings():  # Pillow's own, far larger, limit: refused like ours
             warnings.simplefilter("error", Image.DecompressionBombWarning)

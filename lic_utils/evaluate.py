@@ -15,6 +15,11 @@ checkpoint file instead, `checkpoint_sha`) have no fingerprint. They are never r
 (its weights cannot be checked against them): evaluating a run of their name replaces them like a
 retrained run's. Until then they stay in the tables and figures, told apart by run name, which was
 unique among them (those caches kept one checkpoint per run name). Hence MODEL_KEY below.
+
+A cached row is reused only if it was measured the way this code measures: with every metric of
+METRICS (SSIMULACRA2 came last) and, for a classical codec, with the codec's current `settings`
+(JPEG became optimised). An older row is dropped when an evaluation would measure it (its model,
+or its image and codec in a sweep), and measured again; until then it stays in the tables.
 """
 from __future__ import annotations
 
@@ -36,11 +41,14 @@ BASELINE_QUALITIES = {
     "avif": [5, 15, 22, 30, 38, 45, 55, 65, 75],
     "heic": [5, 10, 15, 20, 25, 30, 37, 45, 55],
     "jpeg2000": [0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.1, 1.5],
+    "jpegxl": [0, 3, 8, 15, 25, 40, 55, 70, 80],
 }
 SWEEP_KEY = ["image", "codec", "quality"]
 # A learned model in the tables: its weights, under its run name (see the module docstring).
 MODEL_KEY = ["fingerprint", "model"]
-MEASURES = ("bytes", "bpp", "psnr", "ms_ssim", "lpips", "encode_ms", "decode_ms")
+# SSIMULACRA2 is the held-out perceptual metric: no model trains on it (LPIPS is also a loss).
+METRICS = ("psnr", "ms_ssim", "lpips", "ssimulacra2")
+MEASURES = ("bytes", "bpp", *METRICS, "encode_ms", "decode_ms")
 SETTINGS = ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps")
 
 
@@ -69,10 +77,35 @@ def kodak_images(limit: int | None = None, crop: int | None = None) -> list[tupl
 
 
 def measure(ref: np.ndarray, payload: bytes, decoded: np.ndarray) -> dict:
-    """bpp of a real payload and the three metrics of its decoded image."""
+    """bpp of a real payload and the four metrics (METRICS) of its decoded image."""
     h, w, _ = ref.shape
     return {"bytes": len(payload), "bpp": len(payload) * 8 / (h * w),
             **metrics.evaluate_arrays(ref, decoded)}
+
+
+def _current(done: pd.DataFrame, cache: str | Path | None, mine) -> pd.DataFrame:
+    """Drop the cached rows that this call would measure (`mine`: a function of the table giving a
+    boolean mask) but that were measured otherwise: without a metric of METRICS or, for a classical
+    codec, with other `settings`. They are measured again; other rows are kept as they are. The
+    cache is rewritten when a row was dropped."""
+    from lic_utils import codecs
+
+    if not len(done):
+        return done
+    ok = ~np.asarray(mine(done), dtype=bool)
+    measured = pd.Series(True, index=done.index)
+    for m in METRICS:
+        measured &= done[m].notna() if m in done else False
+    if "codec" in done:
+        settings = done["settings"] if "settings" in done else pd.Series(None, index=done.index, dtype=object)
+        measured &= settings.eq(done["codec"].map({n: c.settings for n, c in codecs.CODECS.items()}))
+    ok |= measured.to_numpy()
+    if ok.all():
+        return done
+    done = done[ok].reset_index(drop=True)
+    if cache is not None:
+        atomic_to_csv(done, cache)
+    return done
 
 
 def _select(grid: dict[str, list], codecs_: list[str] | None, n_qualities: int | None
@@ -89,43 +122,95 @@ def _append(done: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
     return pd.concat([done, pd.DataFrame(rows)], ignore_index=True) if len(done) else pd.DataFrame(rows)
 
 
-def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | None = None,
-                codecs_: list[str] | None = None, n_qualities: int | None = None,
-                cache: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
-    """Every image at every (codec, quality) of the grid: bytes, bpp, PSNR, MS-SSIM, LPIPS, timings.
+def _check_workers(workers) -> int:
+    from lic_utils.errors import LicError
 
-    `cache` is a CSV: rows already in it are reused, new rows are appended atomically every few images.
-    """
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise LicError(f"workers must be an integer of at least 1 (1 measures in this process), got {workers!r}")
+    return int(workers)
+
+
+def _one_torch_thread() -> None:
+    """Start a pool worker with one torch thread: processes with several each oversubscribe the cores."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _measured(fn, items: list[tuple], workers: int, desc: str, unit: str, progress: bool):
+    """Yield fn(*item) for each item, under a progress bar: in this process, in order, when `workers`
+    is 1; else as they finish in `workers` spawned processes (fork would copy torch's thread pools
+    into the children, where they do not work), the items not yet started cancelled on an error."""
     from tqdm.auto import tqdm
 
+    if workers == 1 or not items:
+        for item in tqdm(items, desc=desc, unit=unit, disable=not progress):
+            yield fn(*item)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pool = ProcessPoolExecutor(min(workers, len(items)), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_one_torch_thread)
+    bar = tqdm(total=len(items), desc=desc, unit=unit, disable=not progress)
+    try:
+        for future in as_completed([pool.submit(fn, *item) for item in items]):
+            result = future.result()
+            bar.update()
+            yield result
+    finally:
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _sweep_row(name: str, img: np.ndarray, c: str, q) -> dict:
+    """One item of codec_sweep: encode `img` with codec `c` at quality `q`, decode, and measure."""
     from lic_utils import codecs
 
+    codec = codecs.CODECS[c]
+    t0 = time.perf_counter()
+    payload = codec.encode(img, q)
+    t1 = time.perf_counter()
+    decoded = codec.decode(payload)
+    t2 = time.perf_counter()
+    return {"image": name, "codec": c, "settings": codec.settings, "quality": q,
+            **measure(img, payload, decoded),
+            "encode_ms": 1e3 * (t1 - t0), "decode_ms": 1e3 * (t2 - t1)}
+
+
+def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | None = None,
+                codecs_: list[str] | None = None, n_qualities: int | None = None,
+                cache: str | Path | None = None, progress: bool = True, workers: int = 1) -> pd.DataFrame:
+    """Every image at every (codec, quality) of the grid: bytes, bpp, the METRICS, timings.
+
+    `cache` is a CSV: rows already in it are reused, new rows are appended atomically every few images.
+    `workers` > 1 measures the items in that many processes, each with one torch thread (in one
+    process one of the 2 cores idles; more threads per process would fight over the cores); the rows
+    are the same, the cache written every few finished items, in the order they finish.
+    """
+    from contextlib import closing
+
+    workers = _check_workers(workers)
     grid = _select(grid or BASELINE_QUALITIES, codecs_, n_qualities)
     cached = cache is not None and Path(cache).exists()
-    done = pd.read_csv(cache) if cached else pd.DataFrame(columns=SWEEP_KEY)
+    names = {n for n, _ in images}
+    mine = lambda d: d["image"].isin(names) & d["codec"].isin(list(grid))  # noqa: E731
+    done = (_current(pd.read_csv(cache, float_precision="round_trip"), cache, mine) if cached
+            else pd.DataFrame(columns=SWEEP_KEY))
     # qualities come back from the CSV as floats (5.0; JPEG 2000's are fractional): compare as floats
     have = {(str(n), str(c), float(q)) for n, c, q in done[SWEEP_KEY].itertuples(index=False)}
     todo = [(name, img, c, q) for name, img in images for c, qs in grid.items() for q in qs
             if (name, c, float(q)) not in have]
     rows = []
-    for i, (name, img, c, q) in enumerate(tqdm(todo, desc="codec sweep", unit="file",
-                                                disable=not progress)):
-        codec = codecs.CODECS[c]
-        t0 = time.perf_counter()
-        payload = codec.encode(img, q)
-        t1 = time.perf_counter()
-        decoded = codec.decode(payload)
-        t2 = time.perf_counter()
-        rows.append({"image": name, "codec": c, "quality": q, **measure(img, payload, decoded),
-                     "encode_ms": 1e3 * (t1 - t0), "decode_ms": 1e3 * (t2 - t1)})
-        if cache is not None and (i % 20 == 19 or i == len(todo) - 1):
-            done, rows = _append(done, rows), []
-            atomic_to_csv(done, cache)
+    with closing(_measured(_sweep_row, todo, workers, "codec sweep", "file", progress)) as results:
+        for i, row in enumerate(results):
+            rows.append(row)
+            if cache is not None and (i % 20 == 19 or i == len(todo) - 1):
+                done, rows = _append(done, rows), []
+                atomic_to_csv(done, cache)
     if rows:
         done = _append(done, rows)
-    names = {n for n, _ in images}
-    keep = done["image"].isin(names) & done["codec"].isin(list(grid))
-    return done[keep].reset_index(drop=True)
+    return done[mine(done)].reset_index(drop=True)
 
 
 def mean_curve(df: pd.DataFrame, by=("codec", "quality")) -> pd.DataFrame:
@@ -168,7 +253,7 @@ def _run_settings(ckpt: Path, model) -> dict:
 def read_rows(path: str | Path) -> pd.DataFrame:
     """A table of model rows (a cache, or a table derived from one) with `fingerprint` as text;
     rows written before fingerprints were recorded get an empty one (see the module docstring)."""
-    rows = pd.read_csv(path, dtype={"fingerprint": str})
+    rows = pd.read_csv(path, dtype={"fingerprint": str}, float_precision="round_trip")  # exact floats
     if "fingerprint" not in rows:
         rows["fingerprint"] = np.nan
     return rows.astype({"fingerprint": object})
@@ -216,7 +301,7 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
                    progress: bool = True) -> pd.DataFrame:
     """Compress every image to a real .lic file with the model, decode it, and measure.
 
-    One row per image: bytes, bpp (from the file), PSNR, MS-SSIM, LPIPS, encode/decode ms, with the
+    One row per image: bytes, bpp (from the file), the METRICS, encode/decode ms, with the
     model's fingerprint, run name, checkpoint and settings. Rows are cached by fingerprint, so the
     same weights are never evaluated twice on an image.
     """
@@ -228,7 +313,8 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     model = models.load_checkpoint(ckpt).eval()
     fp = model.fingerprint()
-    done = _follow_runs(_load_cache(cache), cache, {fp: name}, checkpoint={fp: str(ckpt)})
+    done = _current(_load_cache(cache), cache, lambda d: d["fingerprint"] == fp)
+    done = _follow_runs(done, cache, {fp: name}, checkpoint={fp: str(ckpt)})
     have = set(done["image"][done["fingerprint"] == fp]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
     rows = []
@@ -254,39 +340,54 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
     return done[(done["fingerprint"] == fp) & done["image"].isin(names)].reset_index(drop=True)
 
 
+def _matched_rows(image: str, img: np.ndarray, c: str, targets: list[tuple[str, str, float]]
+                  ) -> list[dict]:
+    """One item of matched_codecs: codec `c` set to each learned file's size on `img`, measured.
+    `targets` are the learned rows' (model, fingerprint, bpp)."""
+    from lic_utils import codecs
+
+    with warnings.catch_warnings():  # a target below the codec's floor is recorded in the row
+        warnings.simplefilter("ignore", codecs.BitrateFloorWarning)
+        matches = codecs.match_bitrates(img, c, [bpp for _, _, bpp in targets])
+    return [{"model": model, "fingerprint": fp, "image": image, "codec": c,
+             "settings": codecs.CODECS[c].settings, "quality": m.quality, "target_bpp": bpp,
+             "below_floor": m.below_floor,
+             **measure(img, m.data, m.decoded)} for (model, fp, bpp), m in zip(targets, matches)]
+
+
 def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]],
                    codecs_: list[str] | None = None, cache: str | Path | None = None,
-                   progress: bool = True) -> pd.DataFrame:
+                   progress: bool = True, workers: int = 1) -> pd.DataFrame:
     """For every learned (model, image) row, every classical codec set to the same file size, not above.
 
     The comparison is per image at equal bytes: `codecs.match_bitrate(image, codec, learned bpp)`;
     all targets of one image and codec share their encodes. Rows carry the learned model's
     fingerprint, name and bpp (`target_bpp`), and `below_floor` when the codec cannot make a file
     that small. Cached by (fingerprint, image, codec).
+    `workers` > 1 matches the (image, codec) groups in that many processes, each with one torch
+    thread (in one process one of the 2 cores idles; more threads per process would fight over the
+    cores); the rows are the same, the cache written as each group finishes.
     """
-    from tqdm.auto import tqdm
+    from contextlib import closing
 
     from lic_utils import codecs
 
+    workers = _check_workers(workers)
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
-    done = _follow_runs(_load_cache(cache), cache, dict(zip(learned["fingerprint"], learned["model"])))
+    done = _current(_load_cache(cache), cache, lambda d: d["fingerprint"].isin(set(learned["fingerprint"])))
+    done = _follow_runs(done, cache, dict(zip(learned["fingerprint"], learned["model"])))
     have = set(zip(done["fingerprint"], done["image"], done["codec"])) if len(done) else set()
-    todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned rows still to match
+    todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned (model, fingerprint, bpp) still to match
     for r in learned.itertuples():
         for c in codecs_:
             if (r.fingerprint, r.image, c) not in have:
-                todo.setdefault((r.image, c), []).append(r)
-    for (image, c), targets in tqdm(todo.items(), desc="matched bitrates", unit="image×codec",
-                                    disable=not progress):
-        img = by_name[image]
-        with warnings.catch_warnings():  # a target below the codec's floor is recorded in the row
-            warnings.simplefilter("ignore", codecs.BitrateFloorWarning)
-            matches = codecs.match_bitrates(img, c, [r.bpp for r in targets])
-        rows = [{"model": r.model, "fingerprint": r.fingerprint, "image": image, "codec": c,
-                 "quality": m.quality, "target_bpp": r.bpp, "below_floor": m.below_floor,
-                 **measure(img, m.data, m.decoded)} for r, m in zip(targets, matches)]
-        done = _save_rows(cache, done, rows)
+                todo.setdefault((r.image, c), []).append((r.model, r.fingerprint, r.bpp))
+    items = [(image, by_name[image], c, targets) for (image, c), targets in todo.items()]
+    with closing(_measured(_matched_rows, items, workers, "matched bitrates", "image×codec",
+                           progress)) as results:
+        for rows in results:
+            done = _save_rows(cache, done, rows)
     if not len(done):
         return done
     keys = set(zip(learned["fingerprint"], learned["image"]))
@@ -296,28 +397,30 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]],
 
 def kodak_summary(run_or_checkpoint, images: list[tuple[str, np.ndarray]], cache_dir: str | Path,
                   codecs_: list[str] = ()) -> dict:
-    """One model in one row: its fingerprint and mean bpp, PSNR, MS-SSIM, LPIPS over `images` (real
-    files), and each codec's mean bpp, PSNR, LPIPS at its bytes (`webp_psnr`, …); evaluations cached
-    in cache_dir's learned_kodak.csv and matched_kodak.csv. For the benchmarks' tables."""
+    """One model in one row: its fingerprint and mean bpp and METRICS over `images` (real files), and
+    each codec's mean bpp, PSNR, LPIPS and SSIMULACRA2 at its bytes (`webp_psnr`, …); evaluations
+    cached in cache_dir's learned_kodak.csv and matched_kodak.csv. For the benchmarks' tables."""
     cache_dir = Path(cache_dir)
     learned = evaluate_model(run_or_checkpoint, images, cache=cache_dir / "learned_kodak.csv",
                              progress=False)
     row = {"fingerprint": learned["fingerprint"].iloc[0],
-           **learned[["bpp", "psnr", "ms_ssim", "lpips"]].mean().to_dict()}
+           **learned[["bpp", *METRICS]].mean().to_dict()}
     if codecs_:
         matched = matched_codecs(learned, images, list(codecs_), cache=cache_dir / "matched_kodak.csv",
                                  progress=False)
         for codec, g in matched.groupby("codec"):
-            row.update({f"{codec}_{k}": v for k, v in g[["bpp", "psnr", "lpips"]].mean().items()})
+            means = g[["bpp", "psnr", "lpips", "ssimulacra2"]].mean()
+            row.update({f"{codec}_{k}": v for k, v in means.items()})
     return row
 
 
 def evaluate_runs(index: pd.DataFrame, images: list[tuple[str, np.ndarray]], results_dir: str | Path,
-                  matched: bool = True, codecs_: list[str] | None = None, progress: bool = True
-                  ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+                  matched: bool = True, codecs_: list[str] | None = None, progress: bool = True,
+                  workers: int = 1) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Evaluate every finished run of a training index (its `checkpoint` column) on `images`, and
-    match every classical codec to each model's bytes. Cached in results_dir/learned_kodak.csv and
-    results_dir/matched_kodak.csv. Returns (learned rows, matched rows or None)."""
+    match every classical codec to each model's bytes (`workers` processes). Cached in
+    results_dir/learned_kodak.csv and results_dir/matched_kodak.csv. Returns (learned rows, matched
+    rows or None)."""
     results_dir = Path(results_dir)
     runs = [c for c in index["checkpoint"].dropna() if str(c)]
     learned = pd.concat([evaluate_model(c, images, cache=results_dir / "learned_kodak.csv",
@@ -325,7 +428,7 @@ def evaluate_runs(index: pd.DataFrame, images: list[tuple[str, np.ndarray]], res
     if not matched:
         return learned, None
     return learned, matched_codecs(learned, images, codecs_, cache=results_dir / "matched_kodak.csv",
-                                   progress=progress)
+                                   progress=progress, workers=workers)
 
 
 # --- one point per model --------------------------------------------------------------------------

@@ -211,7 +211,8 @@ def training_budget_figure(table: pd.DataFrame, folder):
     return _saved(fig, folder, "04_training_budget.png")
 
 
-CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000"}
+CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000",
+                "jpegxl": "JPEG XL"}
 ORIGINAL = "original"
 
 

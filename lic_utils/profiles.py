@@ -34,8 +34,9 @@ class Profile:
     # training: TrainConfig fields over its defaults (the defaults are the cpu profile)
     train: dict = field(default_factory=dict)
     # the study's grid: λ of the main RD curves (≥ 4 points), λ of the single-point ablations
-    # (≈ 0.2 bpp), extra β/γ settings of notebook 06, and runs trained at once by `make study`
-    # (one process each: two one-thread runs on 2 cores beat one two-thread run)
+    # (≈ 0.2 bpp), extra β/γ settings of notebook 06, and processes at once in `make study`: runs
+    # trained, and codec evaluations (one thread each: two one-thread runs on 2 cores beat one
+    # two-thread run)
     lmbdas: tuple = ()
     ablation_lmbda: float = 4e-3
     extra_variants: dict = field(default_factory=dict)

@@ -56,12 +56,14 @@ class Study:
 
     def codec_curves(self, images: list):
         """The classical codecs' mean RD curves on `images` (the profile's codecs and quality
-        settings), from results/baselines_kodak.csv: only settings missing there are measured."""
+        settings), from results/baselines_kodak.csv: only settings missing there are measured, by
+        the profile's `workers` processes."""
         from lic_utils import evaluate
 
         sweep = evaluate.codec_sweep(images, codecs_=self.profile.codecs,
                                      n_qualities=self.profile.n_qualities,
-                                     cache=self.results / "baselines_kodak.csv", progress=False)
+                                     cache=self.results / "baselines_kodak.csv", progress=False,
+                                     workers=self.profile.workers)
         return evaluate.mean_curve(sweep)
 
     def train(self, group: str, lmbdas=None):
@@ -70,13 +72,13 @@ class Study:
 
     def evaluate(self, index, images: list, matched: bool = True):
         """Evaluate the finished runs of an index on `images` with real files, and (`matched`)
-        match the profile's codecs to each model's bytes: (learned rows, matched rows or None),
-        cached in results/ (lic_utils.evaluate.evaluate_runs)."""
+        match the profile's codecs to each model's bytes (the profile's `workers` processes): (learned
+        rows, matched rows or None), cached in results/ (lic_utils.evaluate.evaluate_runs)."""
         from lic_utils import evaluate
 
         codecs_ = list(self.profile.codecs) if self.profile.codecs else None
         return evaluate.evaluate_runs(index, images, self.results, matched=matched, codecs_=codecs_,
-                                      progress=False)
+                                      progress=False, workers=self.profile.workers)
 
 
 def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=None) -> Study:

@@ -12,7 +12,7 @@ from lic_utils.cli import main
 from lic_utils.errors import LicError
 
 KODAK_MIRROR = Path("/work/shared/data/kodak")  # used only when lic_utils.data cannot resolve Kodak
-MID_QUALITY = {"jpeg": 75, "webp": 75, "avif": 75, "heic": 75, "jpeg2000": 2.0}
+MID_QUALITY = {"jpeg": 75, "webp": 75, "avif": 75, "heic": 75, "jpeg2000": 2.0, "jpegxl": 75}
 
 
 def _is_format(name: str, data: bytes) -> bool:
@@ -23,6 +23,7 @@ def _is_format(name: str, data: bytes) -> bool:
         "avif": data[4:12] == b"ftypavif",
         "heic": data[4:12] in (b"ftypheic", b"ftypmif1", b"ftypheix"),
         "jpeg2000": data[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+        "jpegxl": data[:2] == b"\xff\x0a",  # a bare JPEG XL codestream
     }[name]
 
 
@@ -70,7 +71,7 @@ def crop(kodak):
 
 # --- registry and real files ------------------------------------------------------------------------
 def test_registry_describes_each_codec():
-    assert list(codecs.CODECS) == ["jpeg", "webp", "avif", "heic", "jpeg2000"]
+    assert list(codecs.CODECS) == ["jpeg", "webp", "avif", "heic", "jpeg2000", "jpegxl"]
     for name, c in codecs.CODECS.items():
         lo, hi = c.quality_range
         assert c.name == name and c.extension.startswith(".") and lo < hi
@@ -240,13 +241,31 @@ def test_quality_outside_the_range_names_the_range(crop, name, quality):
         codecs.CODECS[name].encode(crop, quality)
 
 
+def test_jpeg_is_optimised_and_progressive_when_smaller(crop):
+    """JPEG as a careful user writes it: optimised Huffman tables code the same coefficients (the
+    same pixels) in fewer bytes than the standard tables, and the progressive file wins if smaller."""
+    import io
+
+    def pillow_jpeg(q, **kw):
+        buf = io.BytesIO()
+        Image.fromarray(crop).save(buf, format="JPEG", quality=q, **kw)
+        return buf.getvalue()
+
+    jpeg = codecs.CODECS["jpeg"]
+    for q in (5, 50, 90):
+        ours, standard = jpeg.encode(crop, q), pillow_jpeg(q)
+        assert len(ours) < len(standard)
+        assert np.array_equal(jpeg.decode(ours), jpeg.decode(standard))
+        assert len(ours) == min(len(pillow_jpeg(q, optimize=True)), len(pillow_jpeg(q, optimize=True, progressive=True)))
+
+
 def test_integer_valued_floats_are_accepted_as_qualities(crop):
     assert codecs.CODECS["jpeg"].encode(crop, 50.0) == codecs.CODECS["jpeg"].encode(crop, 50)
 
 
 def test_codec_names_and_output_paths():
     assert codecs.get_codec("WebP") is codecs.CODECS["webp"]
-    with pytest.raises(LicError, match="jpeg, webp, avif, heic, jpeg2000"):
+    with pytest.raises(LicError, match="jpeg, webp, avif, heic, jpeg2000, jpegxl"):
         codecs.get_codec("bpg")
     assert codecs.output_path("out/x", "heic") == Path("out/x.heic")
     assert codecs.output_path("x.JPEG", "jpeg") == Path("x.JPEG")

@@ -45,8 +45,31 @@ def test_kodak_cross_check_against_the_independent_measurement():
             decoded = codecs.CODECS[codec].decode(payload)
             bpps.append(len(payload) * 8 / img.shape[0] / img.shape[1])
             psnrs.append(float(metrics.psnr(data.to_tensor(img), data.to_tensor(decoded))))
-        assert np.mean(bpps) == pytest.approx(bpp_ref, abs=0.0015), codec
+        if codec == "jpeg":  # optimised tables code the same coefficients in fewer bytes
+            assert np.mean(bpps) < 0.8 * bpp_ref
+        else:
+            assert np.mean(bpps) == pytest.approx(bpp_ref, abs=0.0015), codec
         assert np.mean(psnrs) == pytest.approx(psnr_ref, abs=0.02), codec
+
+
+def test_rows_measured_otherwise_are_measured_again(tmp_path):
+    """A cached codec row made with other settings (JPEG before it was optimised), or without a
+    metric of METRICS (before SSIMULACRA2), is dropped and measured again, never reused."""
+    images = evaluate.kodak_images(1, crop=64)
+    cache = tmp_path / "sweep.csv"
+    fresh = evaluate.codec_sweep(images, codecs_=["jpeg"], n_qualities=2, cache=cache, progress=False)
+    assert fresh["settings"].eq("4:2:0, optimize, progressive if smaller").all()
+    assert fresh["ssimulacra2"].between(-100, 100).all()
+    old = pd.read_csv(cache)
+    old.loc[0, "settings"], old.loc[0, "bpp"] = "4:2:0", 99.0  # standard tables
+    old.loc[1, "ssimulacra2"], old.loc[1, "bpp"] = np.nan, 99.0  # before the metric
+    old.to_csv(cache, index=False)
+    again = evaluate.codec_sweep(images, codecs_=["jpeg"], n_qualities=2, cache=cache, progress=False)
+    cols = ["image", "quality", "bpp", "psnr", "ssimulacra2"]
+    key = ["image", "quality"]
+    pd.testing.assert_frame_equal(again[cols].sort_values(key).reset_index(drop=True),
+                                  fresh[cols].sort_values(key).reset_index(drop=True))
+    assert len(pd.read_csv(cache)) == 2
 
 
 def _rows(model, fp, bpp, psnr, **settings):

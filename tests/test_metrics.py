@@ -73,12 +73,13 @@ def test_metrics_cli_prints_json_with_bpp_for_compressed_files(tmp_path, capsys,
     Image.open(ref).save(out, quality=50)
     assert main(["metrics", str(ref), str(out)]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert set(res) == {"psnr", "ms_ssim", "lpips", "bpp"}
+    assert set(res) == {"psnr", "ms_ssim", "lpips", "ssimulacra2", "bpp"}
     assert res["bpp"] == pytest.approx(out.stat().st_size * 8 / (768 * 512))
     assert 25 < res["psnr"] < 40 and 0.9 < res["ms_ssim"] < 1 and 0 < res["lpips"] < 0.5
+    assert 30 < res["ssimulacra2"] < 90  # a quality-50 JPEG: medium to high quality on its scale
     assert main(["metrics", str(ref), str(ref)]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert "bpp" not in res and res["lpips"] == pytest.approx(0, abs=1e-6)
+    assert "bpp" not in res and res["lpips"] == pytest.approx(0, abs=1e-6) and res["ssimulacra2"] == 100
 
 
 def test_metrics_cli_size_mismatch_is_one_line(tmp_path, capsys, kodak_paths):
