@@ -16,9 +16,13 @@ import pandas as pd
 from lic_utils.evaluate import MODEL_KEY, learned_points, mean_curve, read_rows, select
 from lic_utils.files import atomic_to_csv
 
-QUALITY = ("psnr", "ms_ssim", "lpips")
+# The metrics compared (LPIPS is lower-is-better, the others higher); tables made before SSIMULACRA2
+# was measured lack its column, and every function below then leaves it out (or NaN).
+QUALITY = ("psnr", "ms_ssim", "lpips", "ssimulacra2")
+LOWER_IS_BETTER = {"lpips"}
 # Quality axes for BD: higher must be better, so LPIPS enters negated and MS-SSIM in dB.
-BD_METRICS = {"psnr": ("psnr", 1.0), "ms_ssim_db": ("ms_ssim_db", 1.0), "lpips": ("lpips", -1.0)}
+BD_METRICS = {"psnr": ("psnr", 1.0), "ms_ssim_db": ("ms_ssim_db", 1.0), "lpips": ("lpips", -1.0),
+              "ssimulacra2": ("ssimulacra2", 1.0)}
 # The fixed bitrates of the summary (bpp), and the candidates of the loss ablation's common bitrates.
 BITRATES = (0.1, 0.2, 0.3, 0.5)
 LOSS_BITRATES = (0.1, 0.15, 0.2, 0.3, 0.5)
@@ -48,12 +52,14 @@ def bd_rate_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str = "psn
     import bjontegaard as bd
 
     column, sign = BD_METRICS[metric]
+    out = {"bd_rate": np.nan, "bd_quality": np.nan}
+    if column not in anchor or column not in test:
+        return out
     pts = []
     for df in (anchor, test):
         df = df.dropna(subset=["bpp", column]).sort_values("bpp")
         pts.append((df["bpp"].to_numpy(float), sign * df[column].to_numpy(float)))
     (ra, qa), (rt, qt) = pts
-    out = {"bd_rate": np.nan, "bd_quality": np.nan}
     if min(len(ra), len(rt)) < 4:
         return out
     with warnings.catch_warnings():
@@ -67,7 +73,7 @@ def bd_rate_quality(anchor: pd.DataFrame, test: pd.DataFrame, metric: str = "psn
 
 
 def bd_table(points: pd.DataFrame, codec_curves: pd.DataFrame,
-             metrics_=("psnr", "ms_ssim_db", "lpips")) -> pd.DataFrame:
+             metrics_=("psnr", "ms_ssim_db", "lpips", "ssimulacra2")) -> pd.DataFrame:
     """BD-rate and BD-quality of every learned family against every codec, per metric (tidy rows).
 
     Negative BD-rate: the learned curve needs fewer bits for the same quality. Families with fewer than
@@ -84,7 +90,10 @@ def bd_table(points: pd.DataFrame, codec_curves: pd.DataFrame,
 
 
 def at_bpp(curve: pd.DataFrame, bpp: float, metric: str) -> float:
-    """A curve's metric at `bpp`, interpolated linearly in log(bpp); NaN outside the measured range."""
+    """A curve's metric at `bpp`, interpolated linearly in log(bpp); NaN outside the measured range
+    (or when the curve was measured without that metric)."""
+    if metric not in curve:
+        return float("nan")
     c = curve.dropna(subset=["bpp", metric]).sort_values("bpp")
     if len(c) < 2 or not c["bpp"].min() <= bpp <= c["bpp"].max():
         return float("nan")
@@ -109,13 +118,14 @@ def standing(at: pd.DataFrame) -> pd.DataFrame:
     """The best learned curve minus each codec at each bitrate of `compare_at`'s table, metric by
     metric: the best learned curve is chosen per metric (highest PSNR, highest MS-SSIM, lowest
     LPIPS), so a loss variant trained for perception is judged on perception. NaN where no learned
-    curve or the codec's curve covers the bitrate."""
+    curve or the codec's curve covers the bitrate (or the metric was not measured)."""
     learned, classical = at[at["kind"] == "learned"], at[at["kind"] == "classical"]
     rows = []
     for r in classical.itertuples():
         here = learned[learned["bpp"] == r.bpp]
         row = {"codec": r.curve, "bpp": r.bpp}
-        for q, best in (("psnr", "idxmax"), ("ms_ssim", "idxmax"), ("lpips", "idxmin")):
+        for q in (q for q in QUALITY if q in at):
+            best = "idxmin" if q in LOWER_IS_BETTER else "idxmax"
             ok = here.dropna(subset=[q])
             if len(ok) and np.isfinite(getattr(r, q)):
                 top = ok.loc[getattr(ok[q], best)()]
@@ -131,7 +141,8 @@ def matched_summary(learned: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFram
     """Per model and codec, at equal bytes on each image: mean metric differences (learned − codec)
     and the share of images where the learned model is better; images where the codec could not go
     that low are counted separately (`codec_below_floor`)."""
-    m = matched.merge(learned[[*MODEL_KEY, "image", "bpp", *QUALITY]], on=[*MODEL_KEY, "image"],
+    measured = [q for q in QUALITY if q in learned and q in matched]
+    m = matched.merge(learned[[*MODEL_KEY, "image", "bpp", *measured]], on=[*MODEL_KEY, "image"],
                       suffixes=("", "_learned"))
     rows = []
     for (fp, model, codec), g in m.groupby([*MODEL_KEY, "codec"], sort=False, dropna=False):
@@ -139,10 +150,10 @@ def matched_summary(learned: pd.DataFrame, matched: pd.DataFrame) -> pd.DataFram
         row = {"model": model, "fingerprint": fp, "codec": codec, "images": len(g),
                "codec_below_floor": int(len(g) - len(ok)),
                "learned_bpp": g["bpp_learned"].mean(), "codec_bpp": ok["bpp"].mean()}
-        for q in QUALITY:
+        for q in measured:
             diff = ok[f"{q}_learned"] - ok[q]
             row[f"d_{q}"] = diff.mean()
-            wins = (-diff if q == "lpips" else diff) > 0
+            wins = (-diff if q in LOWER_IS_BETTER else diff) > 0
             row[f"learned_wins_{q}"] = float(wins.mean()) if len(ok) else np.nan
         rows.append(row)
     return pd.DataFrame(rows).astype({"fingerprint": object})
@@ -168,7 +179,7 @@ def matched_verdicts(summary: pd.DataFrame, points: pd.DataFrame, bpp_range=(0.1
         reach = g["codec_below_floor"] <= g["images"] / 2
         row = {"codec": codec, "family": fam, "points": len(g),
                "codec_cannot_reach": [round(b, 3) for b in g.loc[~reach, "learned_bpp"]]}
-        for q in QUALITY:
+        for q in (q for q in QUALITY if f"learned_wins_{q}" in g):
             won = reach & (g[f"learned_wins_{q}"] > 0.5)
             row[f"wins_{q}"] = [round(b, 3) for b in g.loc[won, "learned_bpp"]]
             row[f"loses_{q}"] = [round(b, 3) for b in g.loc[reach & ~won, "learned_bpp"]]

@@ -27,6 +27,7 @@ METRIC_LABELS = {
     "ms_ssim": "MS-SSIM ↑",
     "ms_ssim_db": "MS-SSIM (dB) ↑",
     "lpips": "LPIPS (AlexNet) ↓",
+    "ssimulacra2": "SSIMULACRA2 ↑ (held out)",
     "bpp": "bits per pixel",
 }
 sns.set_theme(context="notebook", style="whitegrid")
@@ -40,9 +41,11 @@ def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     return path
 
 
-def rd_curves(points: pd.DataFrame, metrics=("psnr", "ms_ssim_db", "lpips"), hue: str = "codec",
-              title: str | None = None, xlim: tuple[float, float] | None = None):
-    """Rate–distortion curves: bpp against each metric, one line per `hue` value, markers at points."""
+def rd_curves(points: pd.DataFrame, metrics=("psnr", "ms_ssim_db", "lpips", "ssimulacra2"),
+              hue: str = "codec", title: str | None = None, xlim: tuple[float, float] | None = None):
+    """Rate–distortion curves: bpp against each metric, one line per `hue` value, markers at points.
+    A metric the table does not hold (SSIMULACRA2 in tables made before it was measured) is left out."""
+    metrics = [m for m in metrics if m in points and points[m].notna().any()]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         sns.lineplot(data=points.sort_values("bpp"), x="bpp", y=m, hue=hue, style=hue, markers=True,
@@ -80,8 +83,8 @@ def _rd_table(points: pd.DataFrame, codec_curves: pd.DataFrame) -> pd.DataFrame:
     """Learned points (one curve per family) and codec curves in one tidy table for rd_curves."""
     a = points.assign(curve=points["family"], kind="learned")
     b = codec_curves.assign(curve=codec_curves["codec"], kind="classical")
-    cols = ["curve", "kind", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "lpips"]
-    return pd.concat([a[cols], b[cols]], ignore_index=True)
+    cols = ["curve", "kind", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "lpips", "ssimulacra2"]
+    return pd.concat([a.reindex(columns=cols), b.reindex(columns=cols)], ignore_index=True)
 
 
 def _saved(fig, folder, name: str) -> Path:

@@ -57,6 +57,25 @@ def test_standing_picks_the_best_learned_curve_per_metric():
     assert np.isnan(s.loc[0.5, "d_psnr"]) and s.loc[0.5, "best_psnr"] is None
 
 
+def test_ssimulacra2_is_compared_higher_is_better_and_left_out_where_unmeasured():
+    """The held-out metric joins every comparison when the tables hold it; tables made before it
+    (no column) give NaN or leave it out instead of failing."""
+    at = pd.DataFrame([
+        {"curve": "mse", "kind": "learned", "bpp": 0.2, "psnr": 26.0, "ssimulacra2": 40.0},
+        {"curve": "lpips", "kind": "learned", "bpp": 0.2, "psnr": 25.0, "ssimulacra2": 45.0},
+        {"curve": "webp", "kind": "classical", "bpp": 0.2, "psnr": 27.0, "ssimulacra2": 50.0},
+    ])
+    s = compare.standing(at).iloc[0]
+    assert s["d_ssimulacra2"] == pytest.approx(-5.0) and s["best_ssimulacra2"] == "lpips"
+    assert "d_ssimulacra2" not in compare.standing(at.drop(columns="ssimulacra2"))
+    curve = pd.DataFrame({"bpp": [0.1, 0.2, 0.4, 0.8], "psnr": [25.0, 27, 29, 31]})
+    assert np.isnan(compare.at_bpp(curve, 0.2, "ssimulacra2"))
+    assert np.isnan(compare.bd_rate_quality(curve, curve, "ssimulacra2")["bd_rate"])
+    better = curve.assign(ssimulacra2=[20.0, 40, 60, 80])
+    assert compare.bd_rate_quality(better.assign(ssimulacra2=better.ssimulacra2 - 10), better,
+                                   "ssimulacra2")["bd_rate"] < 0
+
+
 def test_matched_verdicts_count_majority_wins_and_unreachable_points():
     summary = pd.DataFrame([
         # model, codec, images, below floor, learned bpp, psnr win share, ms-ssim share, lpips share
@@ -92,6 +111,9 @@ def test_matched_summary_per_model_at_equal_bytes(fps):
     assert summary.loc["x", "d_psnr"] == pytest.approx(0.9) and summary.loc["x", "learned_wins_psnr"] == 1.0
     assert summary.loc["y", "d_psnr"] == pytest.approx(-0.6) and summary.loc["y", "learned_wins_psnr"] == 0.0
     assert summary.loc["y", "codec_below_floor"] == 1 and summary.loc["x", "learned_bpp"] == 0.2
+    assert "learned_wins_ssimulacra2" not in summary  # neither table holds the held-out metric
+    held_out = compare.matched_summary(learned.assign(ssimulacra2=30.0), matched.assign(ssimulacra2=35.0))
+    assert (held_out["d_ssimulacra2"] == -5.0).all() and (held_out["learned_wins_ssimulacra2"] == 0.0).all()
 
 
 def _point(family_settings, bpp, psnr, lpips=0.3, ms_ssim=0.9, lmbda=0.004, model=None):
