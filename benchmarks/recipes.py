@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,6 @@ def speed(args) -> None:
                                              num_val_crops=0, ckpt_every=10 ** 6)
         run = Path(args.runs) / f"speed-{name}"
         if run.exists():
-            import shutil
             shutil.rmtree(run)
         train.train(cfg, run, callbacks=[timer, *extra])
         t = timer.times

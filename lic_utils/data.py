@@ -231,8 +231,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     Conversions are explicit: 16-bit and float images are scaled to 8 bits, alpha is composited
     over white, palette and grayscale images are expanded to RGB, EXIF orientation is applied.
     """
-    register_heif()
-    import pillow_jxl  # noqa: F401  (registers .jxl with Pillow)
+    register_formats()
     try:
         with warnings.catch_warnings():  # Pillow's own, far larger, limit: refused like ours
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -272,9 +271,10 @@ def pil_to_rgb(im: Image.Image) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def register_heif() -> None:
-    """Let Pillow open .heic/.heif files (pillow-heif)."""
+def register_formats() -> None:
+    """Let Pillow open .heic/.heif (pillow-heif) and .jxl (pillow-jxl-plugin) files."""
     import pillow_heif
+    import pillow_jxl  # noqa: F401  (registers JPEG XL on import)
 
     pillow_heif.register_heif_opener()
 

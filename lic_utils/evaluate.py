@@ -83,11 +83,11 @@ def measure(ref: np.ndarray, payload: bytes, decoded: np.ndarray) -> dict:
             **metrics.evaluate_arrays(ref, decoded)}
 
 
-def _current(done: pd.DataFrame, cache: str | Path | None, mine) -> pd.DataFrame:
+def _current(done: pd.DataFrame, mine) -> pd.DataFrame:
     """Drop the cached rows that this call would measure (`mine`: a function of the table giving a
     boolean mask) but that were measured otherwise: without a metric of METRICS or, for a classical
-    codec, with other `settings`. They are measured again; other rows are kept as they are. The
-    cache is rewritten when a row was dropped."""
+    codec, with other `settings`. Other rows are kept as they are. The dropped rows are measured
+    again, and the caller's write of those new rows updates the cache once."""
     from lic_utils import codecs
 
     if not len(done):
@@ -100,12 +100,7 @@ def _current(done: pd.DataFrame, cache: str | Path | None, mine) -> pd.DataFrame
         settings = done["settings"] if "settings" in done else pd.Series(None, index=done.index, dtype=object)
         measured &= settings.eq(done["codec"].map({n: c.settings for n, c in codecs.CODECS.items()}))
     ok |= measured.to_numpy()
-    if ok.all():
-        return done
-    done = done[ok].reset_index(drop=True)
-    if cache is not None:
-        atomic_to_csv(done, cache)
-    return done
+    return done if ok.all() else done[ok].reset_index(drop=True)
 
 
 def _select(grid: dict[str, list], codecs_: list[str] | None, n_qualities: int | None
@@ -195,7 +190,7 @@ def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | No
     cached = cache is not None and Path(cache).exists()
     names = {n for n, _ in images}
     mine = lambda d: d["image"].isin(names) & d["codec"].isin(list(grid))  # noqa: E731
-    done = (_current(pd.read_csv(cache, float_precision="round_trip"), cache, mine) if cached
+    done = (_current(pd.read_csv(cache, float_precision="round_trip"), mine) if cached
             else pd.DataFrame(columns=SWEEP_KEY))
     # qualities come back from the CSV as floats (5.0; JPEG 2000's are fractional): compare as floats
     have = {(str(n), str(c), float(q)) for n, c, q in done[SWEEP_KEY].itertuples(index=False)}
@@ -313,7 +308,7 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
     name, ckpt = resolve_checkpoint(run_or_checkpoint)
     model = models.load_checkpoint(ckpt).eval()
     fp = model.fingerprint()
-    done = _current(_load_cache(cache), cache, lambda d: d["fingerprint"] == fp)
+    done = _current(_load_cache(cache), lambda d: d["fingerprint"] == fp)
     done = _follow_runs(done, cache, {fp: name}, checkpoint={fp: str(ckpt)})
     have = set(done["image"][done["fingerprint"] == fp]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
@@ -375,7 +370,7 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]],
     workers = _check_workers(workers)
     codecs_ = codecs_ or list(codecs.CODECS)
     by_name = dict(images)
-    done = _current(_load_cache(cache), cache, lambda d: d["fingerprint"].isin(set(learned["fingerprint"])))
+    done = _current(_load_cache(cache), lambda d: d["fingerprint"].isin(set(learned["fingerprint"])))
     done = _follow_runs(done, cache, dict(zip(learned["fingerprint"], learned["model"])))
     have = set(zip(done["fingerprint"], done["image"], done["codec"])) if len(done) else set()
     todo: dict[tuple[str, str], list] = {}  # (image, codec) → learned (model, fingerprint, bpp) still to match

@@ -47,6 +47,16 @@ class Study:
 
         return atomic_to_csv(table, self.results / name)
 
+    def record(self, name: str):
+        """A benchmark's table (e.g. training_budget.csv): this study's results/`name`, else the
+        committed one in the repository's results/ (when results_dir is elsewhere), else empty."""
+        import pandas as pd
+
+        for path in (self.results / name, RESULTS_DIR / name):
+            if path.exists():
+                return pd.read_csv(path)
+        return pd.DataFrame()
+
     def kodak_images(self) -> list:
         """The profile's evaluation images: (name, H×W×3 uint8) of the first `images` Kodak images,
         centre crops when the profile sets `crop`."""

@@ -14,7 +14,8 @@
 #   run(command='OUT=$OUT TRAIN_S=390 PROBE=120 LMBDAS="8e-3 4e-3" bash benchmarks/gpu_point/device_train.sh',
 #       carry=[".dev", "data/bsds500"], timeout_s=540)
 # CompressAI's C++ extensions are not built there: _CXX.py (a Python port of its table builder, same
-# output) and ans.py (no entropy coder: training never codes) stand in; pillow_heif.py is a no-op.
+# output) and ans.py (no entropy coder: training never codes) stand in; pillow_heif.py and
+# pillow_jxl.py are no-ops (training reads JPEG files only).
 # Validation is off (no Kodak on the machine); every run trains with one seed, lr 5e-4, cosine decay.
 set -u
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -25,7 +26,7 @@ t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 S=/tmp/site; rm -rf $S; mkdir -p $S
 tar xzf .dev/compressai-1.2.8.tar.gz -C /tmp && cp -r /tmp/compressai-1.2.8/compressai $S/ \
-  && cp $HERE/_CXX.py $HERE/ans.py $S/compressai/ && cp -r .dev/pytorch_msssim $HERE/pillow_heif.py $S/ || exit 3
+  && cp $HERE/_CXX.py $HERE/ans.py $S/compressai/ && cp -r .dev/pytorch_msssim $HERE/pillow_heif.py $HERE/pillow_jxl.py $S/ || exit 3
 export PYTHONPATH=$S:$PWD
 python3 -W ignore -c "import torch, lic_utils.train; print('torch', torch.__version__, torch.cuda.is_available())" || exit 4
 COMMON="--profile gpu --set num_val_crops=0 --set threads=4 --set progress=false $EXTRA"
