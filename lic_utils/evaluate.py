@@ -49,7 +49,7 @@ MODEL_KEY = ["fingerprint", "model"]
 # SSIMULACRA2 is the held-out perceptual metric: no model trains on it (LPIPS is also a loss).
 METRICS = ("psnr", "ms_ssim", "lpips", "ssimulacra2")
 MEASURES = ("bytes", "bpp", *METRICS, "encode_ms", "decode_ms")
-SETTINGS = ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps")
+SETTINGS = ("prior", "quantizer", "channel_scale", "N", "M", "lmbda", "beta", "gamma", "steps", "seed")
 
 
 def kodak_images(limit: int | None = None, crop: int | None = None) -> list[tuple[str, np.ndarray]]:
@@ -437,12 +437,21 @@ def variant_label(beta: float, gamma: float) -> str:
     return " ".join(parts)
 
 
-def family_label(row) -> str:
-    """A curve's name: prior, loss variant, and 'no scale' when the per-channel scale is off."""
+def family_label(row, seed: bool = True) -> str:
+    """A curve's name: prior, loss variant, 'no scale' when the per-channel scale is off, and the
+    seed when it is not 0 (so the seed-spread runs never join the RD curves; `seed=False` leaves it
+    out, naming the family the seed belongs to)."""
     weights = [row.get(k) if pd.notna(row.get(k)) else 0 for k in ("beta", "gamma")]
     label = f"{row['prior']} · {variant_label(*weights)}"
     no_scale = str(row.get("channel_scale", True)) in ("False", "0", "false")
-    return label + (" · no scale" if no_scale else "")
+    n = seed_of(row)
+    return label + (" · no scale" if no_scale else "") + (f" · seed {n}" if seed and n else "")
+
+
+def seed_of(row) -> int:
+    """A model's training seed (0 for rows measured before seeds were recorded)."""
+    n = row.get("seed")
+    return int(n) if n is not None and pd.notna(n) else 0
 
 
 def learned_points(learned: pd.DataFrame) -> pd.DataFrame:

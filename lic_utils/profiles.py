@@ -41,6 +41,11 @@ class Profile:
     ablation_lmbda: float = 4e-3
     extra_variants: dict = field(default_factory=dict)
     workers: int = 1
+    # seed noise: the single-point ablations (the priors, no per-channel scale, and the loss
+    # variants named here, from LOSS_VARIANTS or extra_variants) are trained with `seeds` seeds (the
+    # fine-tunes' seeds: the base is shared), so a difference can be judged against their spread
+    seeds: int = 1
+    seed_variants: tuple = ("mse",)
     # amortised training, as CompressAI's zoo was made: one long MSE run at the ablation λ (the
     # `base`: TrainConfig fields over `train`), then every run of the grid fine-tuned from it
     # (`finetune`: the fine-tunes' fields). An empty `base`: every run trains from scratch.
@@ -72,6 +77,7 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
                    ckpt_every=20, num_val_crops=2, val_crop=128, guard_window=10, threads=1),
         lmbdas=(1.6e-2, 8e-3, 4e-3, 2e-3), ablation_lmbda=4e-3,
         extra_variants={"lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=1,
+        seeds=2, seed_variants=("mse", "lpips"),
         base=dict(steps=40), finetune=dict(steps=20, warmup=5),
         images=2, crop=256, codecs=("jpeg", "webp", "jpeg2000"), n_qualities=4, viewer_crop=0.5,
         viewer_lmbdas=(4e-3,),
@@ -81,19 +87,26 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         "cpu",
         # the TrainConfig defaults: N=48, 8 128×128 crops a step, lr 1e-3 (benchmarks/tune_cpu.py).
-        # Amortised (benchmarks/training_budget.py, amortised_training.py): a 32,000-step base (≈ 1 h
-        # on 2 cores), then 1,500-step fine-tunes at lr 5e-4, two at a time (≈ 55 min for 17 runs).
+        # Amortised (benchmarks/training_budget.py, amortised_training.py): a 40,000-step base,
+        # compiled (torch.compile, 1.3× a step: results/recipes_speed.csv; ≈ 45 min on 2 cores),
+        # then 1,500-step fine-tunes at lr 5e-4, two at a time (≈ 2.4 min a run).
         # The base starts gently: at 16k steps lr 7e-4 after a 500-step warm-up had no guard event
         # where lr 1e-3 after 100 had 5, and ended 0.04 dB closer to WebP
         # (results/training_budget_lr0.0007_warmup500.csv against training_budget.csv)
         train=dict(),
-        base=dict(steps=32_000, lr=7e-4, warmup=500), finetune=dict(steps=1500, lr=5e-4, warmup=50),
+        base=dict(steps=40_000, lr=7e-4, warmup=500, compile=True),
+        finetune=dict(steps=1500, lr=5e-4, warmup=50),
         # 2 crops of 256², the same pixels a step: at 128² the hyperprior's z is 2×2 per crop, and its
         # fine-tune spent 0.299 bpp where 256² crops spent 0.251 (results/prior_finetune.csv)
         prior_train={"hyperprior": dict(crop=256, batch=2)},
-        lmbdas=(1.2e-2, 6e-3, 4e-3, 1.5e-3), ablation_lmbda=4e-3,
+        # λ from ≈ 0.1 to ≈ 0.35 bpp (MSE), with 0.2 bpp inside every loss variant's curve
+        lmbdas=(2e-2, 8e-3, 4e-3, 1.5e-3), ablation_lmbda=4e-3,
+        # the γ sweep of notebook 06: the earlier study's weight, HiFiC's (γ ≈ 0.0067 in this
+        # normalisation: notebook 06), the study's 0.01 and a larger one
         extra_variants={"lpips-g0.002": {"beta": 0.0, "gamma": 0.002},
+                        "lpips-g0.0067": {"beta": 0.0, "gamma": 0.0067},
                         "lpips-g0.03": {"beta": 0.0, "gamma": 0.03}}, workers=2,
+        seeds=3, seed_variants=("mse", "msssim", "lpips", "lpips-g0.002"),
         images=24,
         explain=dict(N=32, M=48, steps=800, crop=64, batch=8),
     ),

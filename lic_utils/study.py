@@ -109,7 +109,7 @@ def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=Non
 
 
 # --- the study's grid of trained models -----------------------------------------------------------
-GROUPS = ("main", "loss", "prior")
+GROUPS = ("main", "loss", "prior", "seeds")
 
 
 def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
@@ -119,6 +119,8 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
     loss:  the profile's extra β/γ weights at the ablation λ (notebook 06)
     prior: factorized-Gaussian and hyperprior, and the factorized prior without the learned
            per-channel quantization scale, with MSE at the ablation λ (notebook 07)
+    seeds: the single-point ablations again with seeds 1 … seeds − 1 (the priors, no scale, and the
+           profile's seed_variants), for the seed spread of notebooks 06, 07 and 09
     """
     from lic_utils.files import RUNS_DIR
     from lic_utils.sweeps import SweepSpec
@@ -137,13 +139,36 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
     if group == "loss":
         return [SweepSpec(profile=p.name, out=out, priors=["factorized"],
                           variants=dict(p.extra_variants), lmbdas=one, overrides=tune)]
-    mse = {"mse": LOSS_VARIANTS["mse"]}
+    if group == "prior":
+        return _prior_specs(p, out, str(root / f"study-{p.name}-noscale"), tune, "")
+    variants = {**LOSS_VARIANTS, **p.extra_variants}
+    unknown = set(p.seed_variants) - set(variants)
+    if unknown:
+        raise LicError(f"profile {p.name}: seed_variants {sorted(unknown)} are not loss variants; "
+                       f"choose from {sorted(variants)}")
+    seeds_out = str(root / f"study-{p.name}-seeds")
+    specs = []
+    for seed in range(1, p.seeds):
+        t, tag = {**tune, "seed": seed}, f"seed{seed}"
+        specs += [SweepSpec(profile=p.name, out=seeds_out, priors=["factorized"],
+                            variants={v: variants[v] for v in p.seed_variants}, lmbdas=one,
+                            overrides=t, tag=tag),
+                  *_prior_specs(p, seeds_out, seeds_out, t, tag)]
+    return specs
+
+
+def _prior_specs(p: Profile, out: str, noscale_out: str, tune: dict, tag: str) -> list:
+    """The prior ablation's runs (MSE at the ablation λ): factorized-Gaussian, hyperprior, and the
+    factorized prior without its per-channel scale."""
+    from lic_utils.sweeps import SweepSpec
+
+    mse, one = {"mse": LOSS_VARIANTS["mse"]}, [p.ablation_lmbda]
     return [*(SweepSpec(profile=p.name, out=out, priors=[prior], variants=mse, lmbdas=one,
-                        overrides={**tune, **p.prior_train.get(prior, {})})
+                        overrides={**tune, **p.prior_train.get(prior, {})}, tag=tag)
               for prior in ("factorized-gaussian", "hyperprior")),
-            SweepSpec(profile=p.name, out=str(root / f"study-{p.name}-noscale"),
-                      priors=["factorized"], variants=mse, lmbdas=one,
-                      overrides={**tune, "channel_scale": False}, tag="noscale")]
+            SweepSpec(profile=p.name, out=noscale_out, priors=["factorized"], variants=mse, lmbdas=one,
+                      overrides={**tune, "channel_scale": False},
+                      tag="-".join(t for t in ("noscale", tag) if t))]
 
 
 def base_run(profile: str | Profile, runs_dir=None):

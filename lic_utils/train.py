@@ -31,6 +31,7 @@ import math
 import os
 import statistics
 import time
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -242,6 +243,23 @@ class Guard:
         self.rollbacks = int(state.get("rollbacks", 0))  # absent from checkpoints of older code
 
 
+def _compiled(stepper: nn.Module):
+    """The training step through torch.compile (TrainConfig.compile), or as it is, with a warning,
+    where no C++ compiler is installed (torch's inductor generates C++ for the CPU). The noise is
+    drawn as in eager mode, so a compiled run follows an eager one to float precision."""
+    import shutil
+
+    if not any(shutil.which(cc) for cc in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if cc):
+        warnings.warn("compile=True needs a C++ compiler (install g++ or clang++); training without "
+                      "torch.compile, ≈ 1.3× slower a step and not bit-identical to a compiled run",
+                      stacklevel=3)
+        return stepper
+    import torch._inductor.config as inductor
+
+    inductor.fallback_random = True  # the quantization noise from torch's generator, as in eager mode
+    return torch.compile(stepper)
+
+
 class Callback:
     """A hook into Trainer.fit, Keras style: each method gets the trainer and may read its state."""
 
@@ -294,7 +312,7 @@ class Trainer:
         self.guard.snapshot(self.step)
         self.loss_fn = RateDistortionLoss(cfg.loss)
         self.sampler = CropSampler(cfg.crop, cfg.batch, cfg.flips)
-        self.stepper = self._wrap_for_ranks()
+        self.stepper = _compiled(self._wrap_for_ranks()) if cfg.compile else self._wrap_for_ranks()
         defaults = [ProgressLog(), Checkpoint()]
         if self.env.main and cfg.num_val_crops:
             defaults.insert(1, Validation())

@@ -211,3 +211,13 @@ def test_cli_refuses_an_image_count_outside_kodak(tmp_path, capsys, n):
         assert cli.main([*command, "--images", str(n)]) == 1
         assert capsys.readouterr().err == f"error: the number of Kodak images must be in 1..24, got {n}\n"
     assert not (tmp_path / "learned_kodak.csv").exists()
+
+
+def test_a_seed_other_than_0_is_its_own_family():
+    """The seed-spread runs never join an RD curve: seed ≥ 1 is named in the family, and
+    family_label(seed=False) names the family the seed belongs to."""
+    row = {"prior": "factorized", "beta": 0.0, "gamma": 0.01, "channel_scale": False, "seed": 2}
+    assert evaluate.family_label(row) == "factorized · mse +lpips γ=0.01 · no scale · seed 2"
+    assert evaluate.family_label(row, seed=False) == "factorized · mse +lpips γ=0.01 · no scale"
+    for seed in (0, np.nan, None):
+        assert evaluate.family_label({**row, "seed": seed}) == "factorized · mse +lpips γ=0.01 · no scale"

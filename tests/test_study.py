@@ -134,3 +134,24 @@ def test_the_prior_ablation_takes_each_priors_own_settings(tmp_path):
     hyper, gauss = runs["hyperprior-mse-l0.004"], runs["factorized-gaussian-mse-l0.004"]
     assert (hyper.crop, hyper.batch) == (256, 2) and (gauss.crop, gauss.batch) == (128, 8)
     assert hyper.crop**2 * hyper.batch == gauss.crop**2 * gauss.batch
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_seed_group_repeats_each_single_point_ablation_with_other_seeds(profile, tmp_path):
+    """seeds − 1 more fine-tunes of every prior-ablation run and of the profile's seed_variants, at
+    the ablation λ, each with its own seed and name, and otherwise the seed-0 run's settings."""
+    p = get_profile(profile)
+    seed0 = {name: cfg for g in ("main", "loss", "prior") for spec in study.sweeps(profile, tmp_path, g)
+             for name, _, cfg in spec.runs()}
+    runs = {name: cfg for spec in study.sweeps(profile, tmp_path, "seeds") for name, _, cfg in spec.runs()}
+    assert len(runs) == (p.seeds - 1) * (len(p.seed_variants) + 3)
+    for name, cfg in runs.items():
+        twin = seed0[name.replace(f"-seed{cfg.seed}", "")]
+        assert 1 <= cfg.seed < p.seeds and name.endswith(f"seed{cfg.seed}")
+        assert cfg.replace(seed=0) == twin and cfg.loss.lmbda == p.ablation_lmbda
+
+
+def test_seed_variants_must_be_loss_variants(tmp_path, monkeypatch):
+    bad = dataclasses.replace(get_profile("smoke"), seed_variants=("mse", "lpips-g9"))
+    with pytest.raises(LicError, match="seed_variants"):
+        study.sweeps(bad, tmp_path, "seeds")

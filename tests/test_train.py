@@ -493,3 +493,24 @@ def test_a_codec_without_channel_steps_starts_from_the_same_function(tmp_path):
         assert torch.allclose(a.analyze(x), b.analyze(x), atol=1e-4)
         v = torch.round(a.analyze(x))
         assert torch.allclose(a.synthesize(v), b.synthesize(v), atol=1e-4)
+
+
+def test_a_compiled_run_trains_like_an_eager_one(tmp_path):
+    """compile=True (the cpu profile's base run) runs the same step through torch.compile: the
+    first steps' losses agree with an eager run's to float precision."""
+    losses = {}
+    for compiled in (False, True):
+        run = tmp_path / f"compile-{compiled}"
+        train.train(smoke(steps=3, threads=1, log_every=1, compile=compiled), run)
+        losses[compiled] = run_folder.read_log(run)["loss"].dropna().tolist()
+    assert len(losses[True]) == len(losses[False]) > 0
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
+
+
+def test_compile_without_a_cxx_compiler_warns_and_trains_eagerly(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.warns(UserWarning, match="needs a C\\+\\+ compiler"):
+        trainer = train.Trainer(smoke(steps=2, compile=True), tmp_path / "run")
+    assert isinstance(trainer.stepper, train._Step)
