@@ -47,10 +47,10 @@ class StepTimer(train.Callback):
 
 
 class Compiled(train.Callback):
-    """The codec's forward pass through torch.compile."""
+    """The codec's forward pass through torch.compile, as TrainConfig.compile does it."""
 
     def on_train_begin(self, trainer):
-        trainer.stepper = torch.compile(trainer.stepper)
+        trainer.stepper = train._compiled(trainer.stepper)
 
 
 class ChannelsLast(train.Callback):

@@ -87,15 +87,15 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (
     Profile(
         "cpu",
         # the TrainConfig defaults: N=48, 8 128×128 crops a step, lr 1e-3 (benchmarks/tune_cpu.py).
-        # Amortised (benchmarks/training_budget.py, amortised_training.py): a 40,000-step base,
-        # compiled (torch.compile, 1.3× a step: results/recipes_speed.csv; ≈ 45 min on 2 cores),
-        # then 1,500-step fine-tunes at lr 5e-4, two at a time (≈ 2.4 min a run).
+        # Amortised (benchmarks/training_budget.py, amortised_training.py): a 40,000-step base
+        # (≈ 45 min on 2 cores), then 1,500-step fine-tunes at lr 5e-4, two at a time (≈ 2 min a
+        # run); all compiled (torch.compile: 1.32× a step after ≈ 16 s, results/recipes_speed.csv).
         # The base starts gently: at 16k steps lr 7e-4 after a 500-step warm-up had no guard event
         # where lr 1e-3 after 100 had 5, and ended 0.04 dB closer to WebP
         # (results/training_budget_lr0.0007_warmup500.csv against training_budget.csv)
         train=dict(),
         base=dict(steps=40_000, lr=7e-4, warmup=500, compile=True),
-        finetune=dict(steps=1500, lr=5e-4, warmup=50),
+        finetune=dict(steps=1500, lr=5e-4, warmup=50, compile=True),
         # 2 crops of 256², the same pixels a step: at 128² the hyperprior's z is 2×2 per crop, and its
         # fine-tune spent 0.299 bpp where 256² crops spent 0.251 (results/prior_finetune.csv)
         prior_train={"hyperprior": dict(crop=256, batch=2)},
