@@ -5,6 +5,11 @@ The building blocks (rd_curves, image_grid, matched_grid, comparison_viewer) ret
 (`*_figure`, and lic_utils.visual for notebook 08) that picks what it shows from the tables and
 saves figures/NN_name.png: the notebooks and `make figures` (study.redraw_figures) call the same
 function, so the two can never draw differently.
+
+Every codec and every model family keeps one colour, marker and line style in every figure
+(curve_style, by name, never by drawing order). The ablations (prior_ablation_figure,
+perception_distortion_figure) are drawn as differences to the factorized MSE model, each seed a dot
+and each family's mean ± 1 sd, because their effects are small next to an RD axis's range.
 """
 from __future__ import annotations
 
@@ -33,6 +38,72 @@ METRIC_LABELS = {
 sns.set_theme(context="notebook", style="whitegrid")
 
 
+# --- one style per codec and per model family, in every figure ---------------------------------------
+CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000",
+                "jpegxl": "JPEG XL"}
+_CB = sns.color_palette("colorblind").as_hex()  # colour-blind-friendly (Wong's palette)
+# Classical codecs: dashed, square-ish markers, colours none of the learned variants use.
+CODEC_STYLES = {"jpeg": (_CB[7], "s"), "webp": (_CB[1], "p"), "avif": (_CB[4], "h"),
+                "heic": (_CB[5], "H"), "jpeg2000": (_CB[9], "8"), "jpegxl": ("#404040", "s")}
+CODEC_DASHES = (4, 1.5)
+# Learned families: solid; colour by loss variant (LPIPS weights as shades, light to dark by γ),
+# marker by prior ("no scale" overrides it).
+VARIANT_COLOURS = {"mse": _CB[0], "+ms-ssim": _CB[2]}
+LPIPS_SHADES, LPIPS_RANGE = ("#f4a582", _CB[3], "#7f2704"), (0.002, 0.05)  # γ at the two ends
+PRIOR_MARKERS = {"factorized": "o", "factorized-gaussian": "^", "hyperprior": "D", "no scale": "X"}
+FALLBACK_COLOURS = ["#332288", "#117733", "#999933", "#882255", "#44aa99", "#aa4499", "#661100",
+                    "#6699cc"]  # Tol's muted palette: for names that are neither codec nor family
+FALLBACK_MARKERS = ["o", "v", "<", ">", "P", "*"]
+
+
+def _stable_index(name: str, n: int) -> int:
+    """An index in range(n) fixed by the name (crc32: the same in every run, unlike hash())."""
+    import zlib
+
+    return zlib.crc32(name.encode()) % n
+
+
+def _lpips_shade(gamma: float) -> str:
+    """The +lpips colour for weight γ: lighter for small γ, darker for large (log scale)."""
+    from matplotlib.colors import LinearSegmentedColormap, to_hex
+
+    lo, hi = np.log10(LPIPS_RANGE)
+    t = float(np.clip((np.log10(gamma) - lo) / (hi - lo), 0, 1)) if gamma > 0 else 0.5
+    return to_hex(LinearSegmentedColormap.from_list("lpips", LPIPS_SHADES)(t))
+
+
+def curve_style(name: str) -> dict:
+    """Colour, marker and dashes (matplotlib/seaborn: "" is a solid line) of a curve, fixed by its
+    name so that a codec or a family looks the same in every figure.
+
+    Codecs (`webp`, or its label `WebP`): a colour and marker of their own, dashed. Families
+    (evaluate.family_label, e.g. `hyperprior · mse +lpips γ=0.01 · no scale`, a trailing
+    `· seed N` ignored): solid, colour by loss variant, marker by prior. Anything else: a colour and
+    marker chosen by a stable hash of the name."""
+    key = {label: codec for codec, label in CODEC_LABELS.items()}.get(name, name)
+    if key in CODEC_STYLES:
+        colour, marker = CODEC_STYLES[key]
+        return {"color": colour, "marker": marker, "dashes": CODEC_DASHES}
+    parts = [p for p in str(name).split(" · ") if not p.startswith("seed ")]
+    if len(parts) >= 2 and parts[1].startswith("mse"):
+        variant = parts[1].split()
+        gammas = [float(v.split("=")[1]) for v in variant if v.startswith("γ=")]
+        colour = _lpips_shade(gammas[0]) if gammas else \
+            VARIANT_COLOURS["+ms-ssim" if "+ms-ssim" in variant else "mse"]
+        marker = PRIOR_MARKERS["no scale"] if "no scale" in parts else \
+            PRIOR_MARKERS.get(parts[0], FALLBACK_MARKERS[_stable_index(parts[0], len(FALLBACK_MARKERS))])
+        return {"color": colour, "marker": marker, "dashes": ""}
+    return {"color": FALLBACK_COLOURS[_stable_index(str(name), len(FALLBACK_COLOURS))],
+            "marker": FALLBACK_MARKERS[_stable_index(str(name), len(FALLBACK_MARKERS))], "dashes": ""}
+
+
+def _line_kw(name: str) -> dict:
+    """curve_style as keyword arguments of Axes.plot."""
+    style = curve_style(name)
+    return {"color": style["color"], "marker": style["marker"],
+            "ls": (0, style["dashes"]) if style["dashes"] else "-"}
+
+
 def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save a figure as PNG atomically (a half-written figure never replaces a good one)."""
     path = Path(path)
@@ -43,13 +114,18 @@ def save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
 
 def rd_curves(points: pd.DataFrame, metrics=("psnr", "ms_ssim_db", "lpips", "ssimulacra2"),
               hue: str = "codec", title: str | None = None, xlim: tuple[float, float] | None = None):
-    """Rate–distortion curves: bpp against each metric, one line per `hue` value, markers at points.
-    A metric the table does not hold (SSIMULACRA2 in tables made before it was measured) is left out."""
+    """Rate–distortion curves: bpp against each metric, one line per `hue` value, markers at points,
+    each value drawn in its curve_style. A metric the table does not hold (SSIMULACRA2 in tables
+    made before it was measured) is left out."""
     metrics = [m for m in metrics if m in points and points[m].notna().any()]
+    styles = {name: curve_style(name) for name in points[hue].unique()}
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        sns.lineplot(data=points.sort_values("bpp"), x="bpp", y=m, hue=hue, style=hue, markers=True,
-                     dashes=False, sort=False, estimator=None, ax=ax)
+        sns.lineplot(data=points.sort_values("bpp"), x="bpp", y=m, hue=hue, style=hue,
+                     palette={k: s["color"] for k, s in styles.items()},
+                     markers={k: s["marker"] for k, s in styles.items()},
+                     dashes={k: s["dashes"] for k, s in styles.items()},
+                     sort=False, estimator=None, ax=ax)
         ax.set(xlabel=METRIC_LABELS["bpp"], ylabel=METRIC_LABELS.get(m, m))
         if xlim:
             ax.set_xlim(*xlim)
@@ -124,6 +200,7 @@ def learned_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
              "real files")
     fig = rd_curves(_rd_table(main, codec_curves), hue="curve", title=title,
                     xlim=(0, max(1.0, 1.2 * main["bpp"].max())))
+    published_anchors(fig)
     return _saved(fig, folder, "05_rd_curves.png")
 
 
@@ -143,10 +220,12 @@ def matched_figure(points: pd.DataFrame, matched: pd.DataFrame, folder):
 
 def loss_ablation_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
     """figures/06_loss_ablation.png: the loss variants of the factorized prior (with its scale),
-    WebP and AVIF for reference."""
-    from lic_utils.evaluate import select
+    seed 0 (the other seeds are drawn as spread in 06_perception_distortion), WebP and AVIF for
+    reference."""
+    from lic_utils.evaluate import seed_of, select
 
     points = select(points, prior="factorized", channel_scale=True)
+    points = points[[seed_of(r) == 0 for r in points.to_dict("records")]]
     fig = rd_curves(_rd_table(points, codec_curves[codec_curves["codec"].isin(["webp", "avif"])]),
                     hue="curve",
                     title="Loss variants (learned, factorized prior) with WebP and AVIF for reference",
@@ -154,32 +233,133 @@ def loss_ablation_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folde
     return _saved(fig, folder, "06_loss_ablation.png")
 
 
-def prior_ablation_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, lmbda: float, folder):
-    """figures/07_prior_ablation.png: the models trained with MSE at λ = `lmbda` (the priors, and
-    no per-channel scale), with the WebP and JPEG 2000 curves."""
+def _spread(ax, x, y, name: str, x_sd: bool = True) -> tuple[float, float] | None:
+    """One family's seeds: each a small dot, the mean a large marker with ±1 standard deviation
+    error bars (in y, and in x when `x_sd`; only with two seeds or more). Returns the mean (x, y),
+    None when no seed has both values (a Δ outside the reference curve's range is NaN)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return None
+    x, y, style = x[ok], y[ok], curve_style(name)
+    ax.scatter(x, y, s=16, color=style["color"], marker=style["marker"], alpha=0.45, linewidths=0)
+    sd = (lambda v: v.std(ddof=1)) if ok.sum() >= 2 else (lambda v: None)
+    ax.errorbar(x.mean(), y.mean(), xerr=sd(x) if x_sd else None, yerr=sd(y), color=style["color"],
+                marker=style["marker"], ms=9, mec="white", capsize=4, lw=1.5, label=name, zorder=3)
+    return x.mean(), y.mean()
+
+
+def _seeds(table: pd.DataFrame) -> str:
+    n = table.groupby("family").size()
+    return f"{n.min()} seeds" if n.min() == n.max() else f"{n.min()}–{n.max()} seeds"
+
+
+def prior_ablation_figure(table: pd.DataFrame, lmbda: float, folder):
+    """figures/07_prior_ablation.png: the MSE models at λ = `lmbda` (the priors, and the factorized
+    prior without its per-channel scale) as differences to the factorized MSE model, one column per
+    family: Δ RD cost (%), bpp and Δ PSNR at equal bpp; each seed a dot, the mean ± 1 sd.
+
+    `table`: one row per model (compare.ablation_points: family, seed, bpp, rd_cost, d_rd_cost,
+    d_psnr…). The priors differ by a few percent, which an RD axis spanning the codecs hides."""
     from lic_utils.evaluate import select
 
-    points = select(points, beta=0, gamma=0, lmbda=lmbda)
-    codecs_ = codec_curves[codec_curves["codec"].isin(["webp", "jpeg2000"])]
-    fig = rd_curves(_rd_table(points, codecs_), hue="curve",
-                    title=f"Priors at λ = {lmbda:g} (MSE), with WebP and JPEG 2000 curves",
-                    xlim=(0, max(1.0, 1.2 * points["bpp"].max())))
+    table = select(table, beta=0, gamma=0)
+    families = sorted(table["family"].unique(), key=lambda f: (f != "factorized · mse", f))
+    panels = [("d_rd_cost", "Δ RD cost (%) ↓", "the trained objective λ·bpp + MSE"),
+              ("bpp", "bits per pixel", "the rate"), ("d_psnr", "Δ PSNR at equal bpp (dB) ↑",
+                                                      "the distortion at the same rate")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    for ax, (column, label, title) in zip(axes, panels):
+        for i, family in enumerate(families):
+            rows = table[table["family"] == family]
+            jitter = np.linspace(-0.12, 0.12, len(rows)) if len(rows) > 1 else np.zeros(1)
+            _spread(ax, i + jitter, rows[column], family, x_sd=False)
+        if column != "bpp":
+            ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(families)), [f.replace(" · ", "\n") for f in families], fontsize=8)
+        ax.set(xlim=(-0.5, len(families) - 0.5), ylabel=label, title=title)
+    fig.suptitle(f"Priors at λ = {lmbda:g} (MSE), relative to the factorized prior: "
+                 f"{_seeds(table)} per model, mean ± 1 sd")
+    fig.tight_layout()
     return _saved(fig, folder, "07_prior_ablation.png")
 
 
+def perception_distortion_figure(table: pd.DataFrame, folder):
+    """figures/06_perception_distortion.png: what the LPIPS weight γ trades (factorized prior with its
+    scale, no MS-SSIM term), each model relative to the MSE model's RD curve at the same bpp:
+    Δ PSNR against Δ LPIPS, and against Δ SSIMULACRA2 when the table holds it; each seed a dot, each
+    γ's mean ± 1 sd in both directions, annotated with γ and its bpp.
+
+    `table`: one row per model (compare.ablation_points). Comparing at equal bpp keeps a model that
+    merely spends more bits from looking better."""
+    from lic_utils.evaluate import select
+
+    table = select(table, prior="factorized", channel_scale=True, beta=0)
+    panels = [("d_lpips", "Δ LPIPS at equal bpp (← better)")]
+    if "d_ssimulacra2" in table and table["d_ssimulacra2"].notna().any():
+        panels.append(("d_ssimulacra2", "Δ SSIMULACRA2 at equal bpp (better →)"))
+    families = table.groupby("family")["gamma"].first().sort_values().index
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.8), squeeze=False)
+    for ax, (column, label) in zip(axes[0], panels):
+        for family in families:
+            rows = table[table["family"] == family]
+            mean = _spread(ax, rows[column], rows["d_psnr"], family)
+            if mean:
+                ax.annotate(f"γ={rows['gamma'].iloc[0]:g} ({rows['bpp'].mean():.2f} bpp)", mean,
+                            xytext=(6, 6), textcoords="offset points", fontsize=8)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set(xlabel=label, ylabel="Δ PSNR at equal bpp (dB) ↑",
+               title=f"{label.split(' at ')[0]} and Δ PSNR, relative to\nthe MSE model's curve at the same bpp")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.9), frameon=False, fontsize=8)
+    fig.suptitle(f"Perception–distortion: the LPIPS weight γ (factorized prior), {_seeds(table)} per "
+                 "model, mean ± 1 sd")
+    fig.tight_layout()
+    return _saved(fig, folder, "06_perception_distortion.png")
+
+
+def perception_crops_figure(original: np.ndarray, entries: list[dict], title: str, folder):
+    """figures/06_perception_crops.png: one image coded by each model of the γ sweep (matched_grid's
+    `entries`, in order), the most detailed square enlarged: what LPIPS does to texture and colour."""
+    return _saved(matched_grid(original, entries, title=title), folder, "06_perception_crops.png")
+
+
 def summary_figure(points: pd.DataFrame, codec_curves: pd.DataFrame, folder):
-    """figures/09_summary_rd.png, the study in one figure: every learned RD curve and every codec."""
+    """figures/09_summary_rd.png, the study in one figure: every learned RD curve and every codec,
+    and the published anchors (not measured here) on the PSNR panel."""
     from lic_utils.compare import curves
 
     fig = rd_curves(_rd_table(curves(points), codec_curves), hue="curve",
                     title="The study in one figure: Kodak, real files", xlim=(0, 0.8))
+    published_anchors(fig)
     return _saved(fig, folder, "09_summary_rd.png")
+
+
+# Published Kodak results, drawn for orientation and marked as not measured here: CompressAI's
+# results/image/kodak/vtm.json (VVC's reference encoder, three of its points around 0.1–0.5 bpp) and
+# its bmshj2018-factorized model (COMPRESSAI_FACTORIZED below, quality 2, trained on a GPU).
+VTM_KODAK = {"bpp": (0.1125, 0.2458, 0.4905), "psnr": (28.49, 31.20, 34.26)}
+
+
+def published_anchors(fig) -> None:
+    """Add the published anchors to a figure's PSNR panel (grey, dotted: not measured here)."""
+    for ax in fig.axes:
+        if ax.get_ylabel() != METRIC_LABELS["psnr"]:
+            continue
+        vtm = ax.plot(VTM_KODAK["bpp"], VTM_KODAK["psnr"], ":", color="grey", marker="+",
+                      label="VTM (published)")
+        fact = ax.plot(COMPRESSAI_FACTORIZED["bpp"], COMPRESSAI_FACTORIZED["psnr"], "*", color="grey",
+                       ms=10, label="bmshj2018-factorized (published)")
+        ax.legend(handles=vtm + fact, title="CompressAI's Kodak results,\nnot measured here",
+                  fontsize=7, title_fontsize=7, loc="lower right", frameon=False)
 
 
 # --- matched bitrates: zoomed crops and the comparison viewer ----------------------------------------
 # CompressAI's zoo model bmshj2018-factorized, quality 2 (N=128, M=192, trained for millions of steps
 # on a GPU), on Kodak: results/image/kodak/compressai-bmshj2018-factorized_mse_cuda.json in CompressAI.
 COMPRESSAI_FACTORIZED = {"bpp": 0.189, "psnr": 28.22}
+BUDGET_FAMILY = "factorized · mse"  # the model of the training-budget runs (its style in the figure)
 
 
 def training_budget_figure(table: pd.DataFrame, folder):
@@ -190,9 +370,10 @@ def training_budget_figure(table: pd.DataFrame, folder):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     x = table["minutes"]
     for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "lpips", "LPIPS (lower is better)")):
-        ax.plot(x, table[metric], "o-", lw=2, label="learned (MSE, one thread)")
+        ax.plot(x, table[metric], lw=2, label="learned (MSE, one thread)", **_line_kw(BUDGET_FAMILY))
         for codec in ("webp", "avif"):
-            ax.plot(x, table[f"{codec}_{metric}"], "s--", lw=1, label=f"{CODEC_LABELS[codec]} at the same bytes")
+            ax.plot(x, table[f"{codec}_{metric}"], lw=1, label=f"{CODEC_LABELS[codec]} at the same bytes",
+                    **_line_kw(codec))
         ax.set(xscale="log", xlabel="training time (minutes, one CPU thread)", ylabel=label)
         ax.set_xticks(x, [f"{m:.0f}" if m >= 10 else f"{m:.1f}" for m in x], minor=False)
         ax.minorticks_off()
@@ -203,7 +384,7 @@ def training_budget_figure(table: pd.DataFrame, folder):
                          xytext=(0, 8), textcoords="offset points", ha="center")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
-    axes[2].plot(table["steps"], table["psnr"] - table["webp_psnr"], "o-", lw=2)
+    axes[2].plot(table["steps"], table["psnr"] - table["webp_psnr"], lw=2, **_line_kw(BUDGET_FAMILY))
     axes[2].axhline(0, color="k", lw=0.8)
     axes[2].set(xscale="log", xlabel="training steps (log scale)", ylabel="PSNR − WebP's at equal bytes (dB)",
                 title="the gap to WebP")
@@ -214,8 +395,6 @@ def training_budget_figure(table: pd.DataFrame, folder):
     return _saved(fig, folder, "04_training_budget.png")
 
 
-CODEC_LABELS = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "heic": "HEIC", "jpeg2000": "JPEG 2000",
-                "jpegxl": "JPEG XL"}
 ORIGINAL = "original"
 
 
@@ -269,7 +448,7 @@ def entry_title(entry: dict) -> str:
 
 
 def entry_caption(entry: dict, compact: bool = False) -> str:
-    """bpp and the three measures of a decoded image (missing measures are left out)."""
+    """bpp and the measures of a decoded image (missing measures are left out)."""
     parts = [f"{entry['bpp']:.3f} bpp"] if entry.get("bpp") is not None else []
     if entry.get("psnr") is not None:
         parts.append(f"PSNR {entry['psnr']:.2f} dB")
@@ -277,11 +456,11 @@ def entry_caption(entry: dict, compact: bool = False) -> str:
         parts.append(f"MS-SSIM {entry['ms_ssim']:.4f}")
     if entry.get("lpips") is not None:
         parts.append(f"LPIPS {entry['lpips']:.3f}")
+    if entry.get("ssimulacra2") is not None and np.isfinite(entry["ssimulacra2"]):
+        parts.append(f"SSIMULACRA2 {entry['ssimulacra2']:.1f}")
     if compact:
         return "\n".join(parts)
-    if len(parts) > 2:
-        return "\n".join([" · ".join(parts[:2]), " · ".join(parts[2:])])
-    return " · ".join(parts)
+    return "\n".join(" · ".join(parts[i:i + 2]) for i in range(0, len(parts), 2))  # two a line
 
 
 def matched_grid(original: np.ndarray, entries: list[dict],

@@ -336,7 +336,7 @@ def redraw_figures(results_dir=None, figures_dir=None, profile: str = "cpu") -> 
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from lic_utils import evaluate, plots
+    from lic_utils import compare, evaluate, plots
     from lic_utils.files import FIGURES_DIR
 
     results_dir, figures_dir = Path(results_dir or RESULTS_DIR), Path(figures_dir or FIGURES_DIR)
@@ -350,9 +350,11 @@ def redraw_figures(results_dir=None, figures_dir=None, profile: str = "cpu") -> 
         points = evaluate.learned_points(learned)
         curves = evaluate.mean_curve(baselines[baselines.image.isin(learned.image.unique())])
         written += [plots.learned_figure(points, curves, figures_dir),
-                    plots.loss_ablation_figure(points, curves, figures_dir),
-                    plots.prior_ablation_figure(points, curves, get_profile(profile).ablation_lmbda,
-                                                figures_dir),
+                    plots.loss_ablation_figure(points, curves, figures_dir)]
+        lmbda = get_profile(profile).ablation_lmbda
+        ablation = compare.ablation_points(points, lmbda)
+        written += [plots.perception_distortion_figure(ablation, figures_dir),
+                    plots.prior_ablation_figure(ablation, lmbda, figures_dir),
                     plots.summary_figure(points, curves, figures_dir)]
         if (results_dir / "matched_kodak.csv").exists():
             matched = evaluate.read_rows(results_dir / "matched_kodak.csv")
@@ -366,19 +368,42 @@ README_END = "<!-- END study-results -->"
 
 
 def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> str:
-    """Markdown for the README: the key figure, where the learned models stand against each codec
-    (summary_standing.csv and summary_verdicts.csv, written by compare.summarize in notebook 09)
-    and how long each step of the study took (study_timings.csv)."""
+    """Markdown for the README: the key figure, the original claims' verdicts (summary_claims.csv),
+    where the learned models stand against each codec (summary_standing.csv and
+    summary_verdicts.csv; all written by compare.summarize in notebook 09) and how long each step of
+    the study took (study_timings.csv)."""
     from lic_utils.files import FIGURES_DIR
 
     results_dir = Path(results_dir or RESULTS_DIR)
     key_figure = Path(figures_dir or FIGURES_DIR) / "09_summary_rd.png"
     parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] \
         if key_figure.exists() else []
+    parts += _claims_section(results_dir / "summary_claims.csv")
     parts += _standing_section(results_dir / "summary_standing.csv")
     parts += _verdicts_section(results_dir / "summary_verdicts.csv")
     parts += _timings_section(results_dir / "study_timings.csv", profile)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _claims_section(path: Path) -> list[str]:
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    c = pd.read_csv(path, keep_default_na=False)
+    if "verdict" not in c:  # a table written before the claims were tested
+        return []
+    lines = ["The original study's claims, each tested by the measurement that decides it (notebook "
+             "09: equal bpp, seed noise, SSIMULACRA2 held out):", "",
+             "| claim | verdict | measured |", "|---|---|---|"]
+    for r in c.itertuples():
+        codec = f" ({r.codec})" if r.codec else ""
+        lines.append(f"| {r.claim}{codec} | **{r.verdict}** | {r.measured} |")
+    return lines + [""]
+
+
+STANDING_METRICS = (("psnr", "Δ PSNR", "+.2f"), ("lpips", "Δ LPIPS", "+.3f"),
+                    ("ssimulacra2", "Δ SSIMULACRA2", "+.1f"))
 
 
 def _standing_section(path: Path) -> list[str]:
@@ -388,14 +413,17 @@ def _standing_section(path: Path) -> list[str]:
         return ["*No summary table yet: run `make study`.*", ""]
     s = pd.read_csv(path).dropna(subset=["d_psnr"])
     bpps = sorted(s.bpp.unique())
+    metrics = [m for m in STANDING_METRICS if f"d_{m[0]}" in s and s[f"d_{m[0]}"].notna().any()]
+    names = " / ".join(name for _, name, _ in metrics)
     lines = ["The best learned curve minus each codec on Kodak (24 images, real files; mean RD "
              "curves interpolated at each bitrate, the best learned curve taken per metric; PSNR "
              "in dB; LPIPS is lower-is-better, so a negative Δ LPIPS favours the learned model; – "
              "where a curve does not reach the bitrate):", "",
-             "| codec | " + " | ".join(f"{b:g} bpp: Δ PSNR / Δ LPIPS" for b in bpps) + " |",
+             "| codec | " + " | ".join(f"{b:g} bpp: {names}" for b in bpps) + " |",
              "|---|" + "---|" * len(bpps)]
     for codec, g in s.groupby("codec"):
-        cells = {r["bpp"]: f"{r['d_psnr']:+.2f} / {r['d_lpips']:+.3f}" for r in g.to_dict("records")}
+        cells = {r["bpp"]: " / ".join(f"{r[f'd_{m}']:{fmt}}" if pd.notna(r[f"d_{m}"]) else "–"
+                                      for m, _, fmt in metrics) for r in g.to_dict("records")}
         lines.append(f"| {codec} | " + " | ".join(cells.get(b, "–") for b in bpps) + " |")
     return lines + [""]
 

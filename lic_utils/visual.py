@@ -3,8 +3,9 @@
 Every learned model compresses the image to a real .lic file. For the grid at the target bitrate,
 each loss variant's model closest to it is chosen; for the viewer, the MSE model at each λ sets one
 bitrate. Every classical codec is then set to the largest file not above each of those models'
-files (codecs.match_bitrates). One table row per file (bytes, bpp, PSNR, MS-SSIM, LPIPS; `in_grid`
-and `in_viewer` say where it is shown), and the decodes keyed by (model, codec).
+files (codecs.match_bitrates). One table row per file (bytes, bpp, PSNR, MS-SSIM, LPIPS,
+SSIMULACRA2; `in_grid` and `in_viewer` say where it is shown), and the decodes keyed by (model,
+codec).
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ VARIANT_LABELS = {"mse": "learned · MSE", "msssim": "learned · +MS-SSIM",
                   "lpips": "learned · +LPIPS"}
 LEARNED = "learned"  # the codec column of a model's own file
 COLUMNS = ["image", "width", "height", "model", "variant", "lmbda", "codec", "label", "setting",
-           "target_bpp", "bytes", "bpp", "below_floor", "psnr", "ms_ssim", "lpips", "in_grid",
-           "in_viewer"]
+           "target_bpp", "bytes", "bpp", "below_floor", "psnr", "ms_ssim", "lpips", "ssimulacra2",
+           "in_grid", "in_viewer"]
 
 
 def load_image(name: str, part: float | None = None) -> np.ndarray:
@@ -126,7 +127,7 @@ def matched_files(learned: pd.DataFrame, decodes: dict, img: np.ndarray, image_n
 
 def _entry(row, decodes: dict) -> dict:
     return {"label": row.label, "image": decodes[(row.model, row.codec)], "bpp": row.bpp,
-            "psnr": row.psnr, "ms_ssim": row.ms_ssim, "lpips": row.lpips,
+            "psnr": row.psnr, "ms_ssim": row.ms_ssim, "lpips": row.lpips, "ssimulacra2": row.ssimulacra2,
             "below_floor": bool(row.below_floor), "target_bpp": row.target_bpp}
 
 
@@ -179,7 +180,9 @@ def viewer_entries(table: pd.DataFrame, decodes: dict) -> dict:
     order = list(VARIANT_LABELS)
     out = {}
     for ref in _levels(table[table["codec"] == LEARNED]).sort_values("bpp").itertuples():
-        level = f"λ={ref.lmbda:g}: {ref.bpp:.3f} bpp"
+        # the level is λ: each learned variant shows its own file (its bpp is in its caption),
+        # the codecs are matched to the MSE model's
+        level = f"λ={ref.lmbda:g}, codecs at MSE's {ref.bpp:.3f} bpp"
         own = (table["codec"] == LEARNED) & (table["lmbda"] == ref.lmbda)
         codec = (table["codec"] != LEARNED) & (table["model"] == ref.model)
         at_level = table[table["in_viewer"] & (own | codec)]

@@ -12,10 +12,12 @@ EXPECTED = {
     "00_data_and_baselines": ["baselines_kodak.csv", "00_datasets.png", "00_lpips_reference.png", "00_rd_baselines.png"],
     "05_rd_evaluation": ["learned_kodak.csv", "matched_kodak.csv", "bd_rates.csv", "matched_summary.csv",
                          "05_rd_curves.png", "05_matched.png"],
-    "06_loss_ablation": ["loss_ablation.csv", "06_loss_ablation.png"],
+    "06_loss_ablation": ["loss_ablation.csv", "06_loss_ablation.png", "06_perception_distortion.png",
+                         "06_perception_crops.png"],
     "07_prior_ablation": ["prior_ablation.csv", "07_prior_ablation.png"],
     "08_matched_bitrates": ["08_matched_grid.png", "08_viewer.png"],
-    "09_summary": ["summary_standing.csv", "summary_verdicts.csv", "summary_claims.csv", "09_summary_rd.png"],
+    "09_summary": ["summary_standing.csv", "summary_verdicts.csv", "summary_claims.csv", "summary_spread.csv",
+                   "09_summary_rd.png"],
 }
 
 

@@ -172,10 +172,12 @@ def test_rd_figures_draw_the_models_each_figure_is_about(tmp_path):
     codecs_ = {"jpeg", "webp", "avif", "jpeg2000"}
     assert _curves_drawn(plots.learned_figure(points, _codec_curves(), tmp_path)) == {mse, lpips} | codecs_
     assert _curves_drawn(plots.summary_figure(points, _codec_curves(), tmp_path)) == {mse, lpips} | codecs_
+    psnr_panel = plt.gcf().axes[0]  # the published anchors, in a legend of their own
+    assert [t.get_text() for t in psnr_panel.get_legend().get_texts()] == ["VTM (published)",
+                                                                          "bmshj2018-factorized (published)"]
+    assert "not measured here" in psnr_panel.get_legend().get_title().get_text()
     assert _curves_drawn(plots.loss_ablation_figure(points, _codec_curves(), tmp_path)) == \
         {mse, lpips, "factorized · mse +lpips γ=0.03", "webp", "avif"}
-    assert _curves_drawn(plots.prior_ablation_figure(points, _codec_curves(), 0.004, tmp_path)) == \
-        {mse, "factorized · mse · no scale", "hyperprior · mse", "webp", "jpeg2000"}
     matched = learned.assign(codec="webp", below_floor=False)
     drawn = _curves_drawn(plots.matched_figure(points, matched, tmp_path))
     assert drawn == {mse, lpips, "webp"}
@@ -184,7 +186,111 @@ def test_rd_figures_draw_the_models_each_figure_is_about(tmp_path):
     plots.baselines_figure(_codec_curves(), tmp_path)
     assert plt.gcf()._suptitle.get_text() == "Classical codecs on Kodak (1 images, real files)"
     assert {p.name for p in tmp_path.iterdir()} == {"05_rd_curves.png", "09_summary_rd.png", "06_loss_ablation.png",
-                                                    "07_prior_ablation.png", "05_matched.png", "00_rd_baselines.png"}
+                                                    "05_matched.png", "00_rd_baselines.png"}
+
+
+# --- one style per codec and family --------------------------------------------------------------
+FAMILIES = ["factorized · mse", "factorized · mse +ms-ssim β=0.025", "factorized · mse +lpips γ=0.0067",
+            "factorized · mse +lpips γ=0.01", "factorized · mse +lpips γ=0.03", "factorized-gaussian · mse",
+            "hyperprior · mse", "factorized · mse · no scale"]
+
+
+def test_curve_style_is_fixed_by_name():
+    from matplotlib.colors import to_rgb
+
+    codecs_ = list(plots.CODEC_LABELS)
+    styles = {name: plots.curve_style(name) for name in codecs_ + FAMILIES}
+    assert styles == {name: plots.curve_style(name) for name in reversed(list(styles))}  # not by order
+    codec_colours = {styles[c]["color"] for c in codecs_}
+    assert len(codec_colours) == 6 and all(styles[c]["dashes"] for c in codecs_)
+    assert not codec_colours & {styles[f]["color"] for f in FAMILIES}  # codecs never look like models
+    assert plots.curve_style("WebP") == styles["webp"]
+    assert all(styles[f]["dashes"] == "" for f in FAMILIES)  # learned: solid
+    assert [styles[f]["marker"] for f in FAMILIES[-3:]] == ["^", "D", "X"]
+    assert {styles[f]["marker"] for f in FAMILIES[:5]} == {"o"}
+    assert styles["factorized-gaussian · mse"]["color"] == styles["hyperprior · mse"]["color"] == \
+        styles["factorized · mse"]["color"]  # colour by loss, marker by prior
+    shades = [sum(to_rgb(styles[f]["color"])) for f in FAMILIES[2:5]]
+    assert shades == sorted(shades, reverse=True) and len(set(shades)) == 3  # darker as γ grows
+    for family in FAMILIES:
+        assert plots.curve_style(f"{family} · seed 1") == styles[family]
+    other = plots.curve_style("something else")
+    assert other == plots.curve_style("something else") and other["color"] in plots.FALLBACK_COLOURS
+
+
+def _legend_colours(fig) -> dict:
+    from matplotlib.colors import to_hex
+
+    legend = fig.axes[-1].get_legend()
+    return {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles)}
+
+
+def test_rd_curves_draw_each_curve_in_its_own_style(tmp_path):
+    from lic_utils import evaluate
+
+    points = evaluate.learned_points(_points())
+    plots.baselines_figure(_codec_curves(), tmp_path)
+    all_codecs = _legend_colours(plt.gcf())
+    plots.loss_ablation_figure(points, _codec_curves(), tmp_path)  # other curves, in another order
+    ablation = _legend_colours(plt.gcf())
+    assert all_codecs["webp"] == ablation["webp"] == plots.curve_style("webp")["color"]
+    assert ablation["avif"] == plots.curve_style("avif")["color"]
+    assert ablation["factorized · mse"] == plots.curve_style("factorized · mse")["color"]
+    webp = next(line for line in plt.gcf().axes[0].get_lines() if line.get_color() == ablation["webp"])
+    assert webp.get_marker() == "p" and webp.get_linestyle() == "--"  # dashed
+
+
+# --- the ablations: differences to the factorized MSE model, with their spread ---------------------
+def _ablation_table(ssimulacra2: bool = True) -> pd.DataFrame:
+    """compare.ablation_points' table: three seeds per family (the two LPIPS ones at λ = 0.004)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for prior, beta, gamma, scale in (("factorized", 0.0, 0.0, True), ("factorized-gaussian", 0.0, 0.0, True),
+                                      ("hyperprior", 0.0, 0.0, True), ("factorized", 0.0, 0.0, False),
+                                      ("factorized", 0.0, 0.0067, True), ("factorized", 0.0, 0.03, True),
+                                      ("factorized", 0.025, 0.0, True)):
+        family = evaluate_label(prior, beta, gamma, scale)
+        for seed in range(3):
+            d = rng.normal(0, 0.3, 5)
+            rows.append({"family": family, "prior": prior, "beta": beta, "gamma": gamma, "channel_scale": scale,
+                         "seed": seed, "bpp": 0.3 + 0.01 * d[0], "psnr": 28 + d[1], "ms_ssim": 0.95,
+                         "lpips": 0.3 - 2 * gamma, "ssimulacra2": 50 + d[2], "rd_cost": 40 + d[3],
+                         "d_rd_cost": 2 * d[3], "d_psnr": -30 * gamma + 0.1 * d[4], "d_lpips": -2 * gamma + 0.01 * d[0],
+                         "d_ssimulacra2": 100 * gamma + d[2] if seed else np.nan})  # one seed off the curve
+    table = pd.DataFrame(rows)
+    return table if ssimulacra2 else table.drop(columns=["ssimulacra2", "d_ssimulacra2"])
+
+
+def evaluate_label(prior, beta, gamma, scale) -> str:
+    from lic_utils import evaluate
+
+    return evaluate.family_label({"prior": prior, "beta": beta, "gamma": gamma, "channel_scale": scale})
+
+
+def test_prior_ablation_figure(tmp_path):
+    path = plots.prior_ablation_figure(_ablation_table(), 0.004, tmp_path)
+    assert path == tmp_path / "07_prior_ablation.png" and path.stat().st_size > 10_000
+    fig = plt.gcf()
+    assert len(fig.axes) == 3
+    assert "λ = 0.004" in fig._suptitle.get_text() and "3 seeds" in fig._suptitle.get_text()
+    ticks = [t.get_text().replace("\n", " · ") for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["factorized · mse", "factorized · mse · no scale", "factorized-gaussian · mse",
+                     "hyperprior · mse"]  # the reference first; no loss variants
+    assert [c.get_label() for c in fig.axes[2].containers] == ticks  # one mean ± sd per family
+
+
+def test_perception_distortion_figure(tmp_path):
+    path = plots.perception_distortion_figure(_ablation_table(), tmp_path)
+    assert path == tmp_path / "06_perception_distortion.png" and path.stat().st_size > 10_000
+    fig = plt.gcf()
+    assert len(fig.axes) == 2
+    labels = [c.get_label() for c in fig.axes[0].containers]
+    assert labels == ["factorized · mse", "factorized · mse +lpips γ=0.0067", "factorized · mse +lpips γ=0.03"]
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert notes[0].startswith("γ=0 (0.") and notes[1].startswith("γ=0.0067 (") and notes[2].endswith(" bpp)")
+    assert "the same bpp" in fig.axes[0].get_title()
+    plots.perception_distortion_figure(_ablation_table(ssimulacra2=False), tmp_path)
+    assert len(plt.gcf().axes) == 1  # no SSIMULACRA2 panel without the measure
 
 
 def test_training_budget_figure(tmp_path):

@@ -16,8 +16,14 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
     figures.mkdir()
     pd.DataFrame([{"codec": "webp", "bpp": 0.2, "d_psnr": -3.214, "d_ms_ssim": -0.03, "d_lpips": 0.2621},
                   {"codec": "webp", "bpp": 0.5, "d_psnr": float("nan"), "d_ms_ssim": 0, "d_lpips": 0},
-                  {"codec": "jpeg", "bpp": 0.2, "d_psnr": 2.5, "d_ms_ssim": 0.1, "d_lpips": -0.04}]
+                  {"codec": "jpeg", "bpp": 0.2, "d_psnr": 2.5, "d_ms_ssim": 0.1, "d_lpips": -0.04,
+                   "d_ssimulacra2": 4.24}]
                  ).to_csv(results / "summary_standing.csv", index=False)
+    pd.DataFrame([{"claim_id": "mse_best", "claim": "MSE-only training gives the best baseline", "codec": "",
+                   "test": "t", "measured": "psnr: +0.12 dB", "verdict": "inconclusive", "caveat": "c"},
+                  {"claim_id": "low_rate_crossover", "claim": "learned beats JPEG/WebP", "codec": "webp",
+                   "test": "t", "measured": "no crossover", "verdict": "does not hold", "caveat": "c"}]
+                 ).to_csv(results / "summary_claims.csv", index=False)
     pd.DataFrame([{"codec": "jpeg", "family": "mse", "wins_psnr": [0.2], "loses_psnr": [0.4], "wins_lpips": [],
                    "loses_lpips": [0.2, 0.4], "d_psnr_min": -2.5, "d_psnr_max": 2.4, "d_lpips_min": 0.04, "d_lpips_max": 0.26},
                   {"codec": "jpeg", "family": "lpips", "wins_psnr": [], "loses_psnr": [0.43], "wins_lpips": [0.23],
@@ -33,7 +39,9 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
     assert "old text" not in text and "figures/09_summary_rd.png" not in text  # no figure yet: no broken link
-    assert "| webp | -3.21 / +0.262 |" in text and "| jpeg | +2.50 / -0.040 |" in text
+    assert "| webp | -3.21 / +0.262 / – |" in text and "| jpeg | +2.50 / -0.040 / +4.2 |" in text
+    assert "| MSE-only training gives the best baseline | **inconclusive** | psnr: +0.12 dB |" in text
+    assert "| learned beats JPEG/WebP (webp) | **does not hold** | no crossover |" in text
     assert ("* **jpeg**: PSNR better at 1 of 3 points (mse at 0.20 bpp), Δ -2.90 to +2.40 dB; "
             "LPIPS better at 1 of 3 points (lpips at 0.23 bpp), Δ -0.080 to +0.260.") in text
     assert "| **total** | **10.5** |" in text and "smoke" not in text  # 600 s + 30 s, cpu rows only

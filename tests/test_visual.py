@@ -102,7 +102,7 @@ def test_viewer_entries_one_level_per_lambda_learned_variants_first(matched):
     table, decodes = matched
     entries = visual.viewer_entries(table, decodes)
     levels = list(dict.fromkeys(level for _, level in entries))
-    assert levels == ["λ=0.008: 0.500 bpp", "λ=0.002: 1.500 bpp"]  # sorted by the MSE model's bpp
+    assert levels == ["λ=0.008, codecs at MSE's 0.500 bpp", "λ=0.002, codecs at MSE's 1.500 bpp"]  # by MSE's bpp
     sides = [side for side, level in entries if level == levels[0]]
     assert sides[:3] == list(visual.VARIANT_LABELS.values())
     assert entries[("learned · +LPIPS", levels[0])]["bpp"] == pytest.approx(0.6)
