@@ -181,6 +181,9 @@ def _run_study(args) -> int:
 
     if not args.only:
         study.start_timings(args.profile)  # the timing table then describes this sitting alone
+        for name, n in study.prune_caches(args.profile).items():  # models of another grid
+            if n:
+                print(f"[study] {name}: {n} rows of models outside the {args.profile} grid dropped", flush=True)
         if not args.no_pretrain:
             study.train_all(args.profile)  # the whole grid, runs side by side; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)

@@ -4,6 +4,7 @@
   reads and writes, with the calls the notebooks share (Kodak images, codec curves, training and
   evaluating runs, saving tables).
 - `sweeps`, `train_runs` and `train_all`: the models each profile trains, in three groups.
+- `prune_caches` keeps only the rows of the profile's grid in the model caches (`make study`).
 - `run_notebooks` executes the numbered series with papermill (`make study`): each notebook
   `notebooks/NN_name.ipynb` runs top to bottom with `profile` injected into its `parameters` cell,
   the executed copy goes to `notebooks/executed/`, and wall times to `results/study_timings.csv` (a
@@ -301,6 +302,34 @@ def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None,
         if timings is not None:
             _log_timing(timings, path.name, profile, seconds)
     return done
+
+
+MODEL_CACHES = ("learned_kodak.csv", "matched_kodak.csv")  # rows keyed by model (lic_utils.evaluate)
+
+
+def prune_caches(profile: str | Profile, results_dir=None, runs_dir=None) -> dict[str, int]:
+    """Drop the rows of the model caches whose model is not a run of the profile's grid (a model of an
+    earlier grid, e.g. a λ no longer trained), so that the caches describe this study alone: notebook
+    09 and the README read them whole. Rows of a grid run with other weights are the evaluation's
+    business (it measures them again). Returns the rows dropped per file."""
+    import pandas as pd
+
+    from lic_utils.evaluate import read_rows
+    from lic_utils.files import atomic_to_csv
+
+    p = get_profile(profile)
+    names = {name for g in GROUPS for spec in sweeps(p, runs_dir, g) for name, _, _ in spec.runs()}
+    dropped = {}
+    for name in MODEL_CACHES:
+        path = Path(results_dir or RESULTS_DIR) / name
+        if not path.exists():
+            continue
+        rows = read_rows(path)
+        keep = rows["model"].isin(names)
+        dropped[name] = int((~keep).sum())
+        if dropped[name]:
+            atomic_to_csv(rows[keep], path)
+    return dropped
 
 
 def start_timings(profile: str, csv_path: Path = TIMINGS_CSV) -> None:

@@ -163,3 +163,19 @@ def test_seed_variants_must_be_loss_variants(tmp_path, monkeypatch):
     bad = dataclasses.replace(get_profile("smoke"), seed_variants=("mse", "lpips-g9"))
     with pytest.raises(LicError, match="seed_variants"):
         study.sweeps(bad, tmp_path, "seeds")
+
+
+def test_the_model_caches_are_pruned_to_the_profiles_grid(tmp_path):
+    """A model of an earlier grid (a λ no longer trained) leaves the caches that notebook 09 reads
+    whole; the grid's runs, seeds and ablations included, keep their rows."""
+    grid = [name for g in study.GROUPS for spec in study.sweeps("smoke", tmp_path, g) for name, _, _ in spec.runs()]
+    assert "factorized-mse-l0.004-seed1" in grid and "factorized-mse-l0.004-noscale" in grid
+    models = grid + ["factorized-mse-l0.012", "factorized-mse-l0.006"]
+    rows = pd.DataFrame({"model": models, "fingerprint": [f"{i:016d}" for i in range(len(models))],
+                         "image": "kodim01", "psnr": 30.0})
+    for name in study.MODEL_CACHES:
+        rows.to_csv(tmp_path / name, index=False)
+    assert study.prune_caches("smoke", tmp_path, tmp_path) == {name: 2 for name in study.MODEL_CACHES}
+    kept = pd.read_csv(tmp_path / "learned_kodak.csv", dtype={"fingerprint": str})
+    assert kept.model.tolist() == grid and kept.fingerprint.iloc[0] == "0" * 16
+    assert study.prune_caches("smoke", tmp_path, tmp_path) == {name: 0 for name in study.MODEL_CACHES}
