@@ -219,21 +219,30 @@ def ablation_points(points: pd.DataFrame, lmbda: float) -> pd.DataFrame:
     `family` names the model without its seed and `seed` its seed. `d_psnr`, `d_lpips` and
     `d_ssimulacra2` are the model minus the factorized · mse RD curve (seed 0) interpolated at
     the model's bpp, i.e. at equal bpp (NaN outside the curve). `rd_cost` is λ·bpp + MSE, and
-    `d_rd_cost` is that cost relative to the mean of the factorized · mse seeds, in %.
+    `d_rd_cost` is that cost relative to the mean of the factorized · mse seeds, in %. `r_psnr`,
+    `r_lpips` and `r_ssimulacra2` are the model minus its own family's RD curve (NaN for families
+    without one): their spread over seeds is the seed noise of that curve at equal bpp.
     """
     at = points[np.isclose(points["lmbda"].astype(float), lmbda)].copy()
     at["seed"] = [seed_of(r) for r in at.to_dict("records")]
     at["family"] = [family_label(r, seed=False) for r in at.to_dict("records")]
-    mse_curve = select(curves(points), prior="factorized", beta=0, gamma=0, channel_scale=True)
+    main = curves(points)
+    mse_curve = select(main, prior="factorized", beta=0, gamma=0, channel_scale=True)
+    own = [main[main["family"] == f] for f in at["family"]]  # each model's own RD curve (or none)
     for m in ("psnr", "lpips", "ssimulacra2"):
-        at[f"d_{m}"] = [v - at_bpp(mse_curve, b, m) for b, v in zip(at["bpp"], at.get(m, np.nan * at["bpp"]))]
+        values = at.get(m, np.nan * at["bpp"])
+        at[f"d_{m}"] = [v - at_bpp(mse_curve, b, m) for b, v in zip(at["bpp"], values)]
+        # the seed's offset from its family's own curve: seed noise at equal bpp where the MSE
+        # curve does not reach the model's bitrate
+        at[f"r_{m}"] = [v - at_bpp(c, b, m) for c, b, v in zip(own, at["bpp"], values)]
     at["rd_cost"] = rd_cost(at, lmbda)
     ref = select(at, prior="factorized", beta=0, gamma=0, channel_scale=True)["rd_cost"].mean()
     at["d_rd_cost"] = 100 * (at["rd_cost"] / ref - 1)
     return at.sort_values(["family", "seed"]).reset_index(drop=True)
 
 
-SPREAD = ("bpp", "rd_cost", "d_rd_cost", "d_psnr", "d_lpips", "d_ssimulacra2")
+SPREAD = ("bpp", "rd_cost", "d_rd_cost", "d_psnr", "d_lpips", "d_ssimulacra2", "r_psnr", "r_lpips",
+          "r_ssimulacra2")
 
 
 def seed_spread(table: pd.DataFrame) -> pd.DataFrame:
@@ -321,7 +330,9 @@ def claims(points: pd.DataFrame, codec_curves: pd.DataFrame, lmbda: float) -> pd
                         if (points.beta > 0).any() else -1)
     lp_c, lp_s = family(prior="factorized", beta=0, gamma=float(
         main.loc[main.gamma > 0, "gamma"].min()) if (main.gamma > 0).any() else -1)
-    sd = lambda s, m: s.get(f"d_{m}_std", np.nan)  # noqa: E731
+    def sd(s, m):  # a family's seed noise at equal bpp: about its own curve, else about MSE's
+        own = s.get(f"r_{m}_std", np.nan)
+        return own if np.isfinite(own) else s.get(f"d_{m}_std", np.nan)
 
     # 1. MSE-only is the best baseline: its curve above every other loss variant's at 0.2 bpp
     others = [(c, s) for c, s in ((ms_c, ms_s), (lp_c, lp_s)) if len(c)]
@@ -403,7 +414,7 @@ def claims(points: pd.DataFrame, codec_curves: pd.DataFrame, lmbda: float) -> pd
             if len(d) < 2:
                 continue
             lo, hi = d.iloc[0], d.iloc[-1]
-            stds = fact[f"d_{m}_std"].dropna() if f"d_{m}_std" in fact else []
+            stds = pd.concat([fact[c] for c in (f"r_{m}_std", f"d_{m}_std") if c in fact]).dropna()
             noise = SIGMAS * float(max(stds)) if len(stds) else np.nan
             vs += [verdict(lo[f"d_{m}"], noise), verdict(hi[f"d_{m}"], noise, claim_if_positive=False)]
             sign = np.sign(d[f"d_{m}"].to_numpy())

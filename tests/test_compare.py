@@ -217,6 +217,9 @@ def test_the_ablation_points_are_differences_at_equal_bpp_with_their_seed_spread
     assert len(table) == 3 * 6 and set(table.seed) == {0, 1, 2}  # six settings, three seeds each
     lp = table[table.gamma == 0.002].sort_values("seed")
     assert lp.d_psnr.tolist() == pytest.approx(list(JITTER)) and lp.d_ssimulacra2.round(6).tolist() == [3.0, 3.0, 3.0]
+    own = table[table.gamma == 0.01].sort_values("seed")  # about its own curve (28 dB at 0.2 bpp)
+    assert own.r_psnr.tolist() == pytest.approx(list(JITTER))
+    assert table[table.prior == "hyperprior"].r_psnr.isna().all()  # a single-point family: no curve
     spread = compare.seed_spread(table).set_index("family")
     assert spread.loc["hyperprior · mse", "d_psnr_mean"] == pytest.approx(-0.5)
     assert spread.loc["hyperprior · mse", "d_psnr_std"] == pytest.approx(0.05)
