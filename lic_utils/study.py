@@ -158,6 +158,11 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
     return specs
 
 
+def run_names(profile: str | Profile, runs_dir=None) -> list[str]:
+    """The names of every run of the profile's grid (all groups, the base run aside)."""
+    return [name for g in GROUPS for spec in sweeps(profile, runs_dir, g) for name, _, _ in spec.runs()]
+
+
 def _prior_specs(p: Profile, out: str, noscale_out: str, tune: dict, tag: str) -> list:
     """The prior ablation's runs (MSE at the ablation λ): factorized-Gaussian, hyperprior, and the
     factorized prior without its per-channel scale."""
@@ -317,8 +322,7 @@ def prune_caches(profile: str | Profile, results_dir=None, runs_dir=None) -> dic
     from lic_utils.evaluate import read_rows
     from lic_utils.files import atomic_to_csv
 
-    p = get_profile(profile)
-    names = {name for g in GROUPS for spec in sweeps(p, runs_dir, g) for name, _, _ in spec.runs()}
+    names = set(run_names(profile, runs_dir))
     dropped = {}
     for name in MODEL_CACHES:
         path = Path(results_dir or RESULTS_DIR) / name
