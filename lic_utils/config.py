@@ -60,6 +60,10 @@ class TrainConfig:
     guard_window: int = 50
     max_bad_steps: int = 3
     snapshot_every: int = 100  # in-memory copy of the last good state (rollback target) every K steps
+    # a rollback halves the learning rate; it grows back to its schedule over this many good steps
+    # (geometrically; 0: the halving stays). Permanent halving cost the session-7 cpu base 0.25 dB:
+    # two spikes, at steps 3,785 and 8,047, left 80 % of its 40,000 steps at a quarter of the peak
+    guard_recovery: int = 2000
     # validation on fixed Kodak center crops (rounded latents)
     num_val_crops: int = 4
     val_crop: int = 256
@@ -87,7 +91,7 @@ class TrainConfig:
                      "snapshot_every", "log_every", "val_every", "ckpt_every"):
             if getattr(self, name) <= 0:
                 raise LicError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("warmup", "clip_grad", "num_val_crops", "threads"):
+        for name in ("warmup", "clip_grad", "num_val_crops", "threads", "guard_recovery"):
             if getattr(self, name) < 0:
                 raise LicError(f"{name} must be ≥ 0, got {getattr(self, name)!r}")
         if not 0 <= self.min_lr_factor <= 1:

@@ -152,7 +152,7 @@ class TrainState:
     numbers, lists and dicts, so that it loads with torch.load(weights_only=True)."""
 
     step: int = 0
-    lr_scale: float = 1.0  # halved by every rollback
+    lr_scale: float = 1.0  # halved by every rollback, back to 1 over cfg.guard_recovery good steps
     elapsed_s: float = 0.0  # training time over every session of the run
     guard: dict = field(default_factory=dict)  # Guard.state_dict(): recent losses, bad-step streak
     optimizer: dict = field(default_factory=dict)  # Adam on the main parameters
@@ -377,6 +377,8 @@ class Trainer:
         self.opt.step()
         self.aux_opt.step()
         self.guard.good(loss_value)
+        if self.lr_scale < 1.0 and self.cfg.guard_recovery > 0:
+            self.lr_scale = min(1.0, self.lr_scale * 2.0 ** (1.0 / self.cfg.guard_recovery))
         self.step += 1
         metrics = {k: float(v.detach()) for k, v in terms.items()}
         return {**metrics, "aux_loss": float(aux_loss.detach()), "grad_norm": grad_norm, "lr": lr}
@@ -399,7 +401,9 @@ class Trainer:
             self.lr_scale *= 0.5
             back_to = self.guard.rollback()
             self._call("on_event", "rollback", f"{streak} bad steps: weights and optimizers back to "
-                                               f"step {back_to}, lr scale halved to {self.lr_scale:g}")
+                                               f"step {back_to}, lr scale halved to {self.lr_scale:g}"
+                                               + (f" (back to 1 over {self.cfg.guard_recovery} good steps)"
+                                                  if self.cfg.guard_recovery else ""))
             failure = self.guard.failure(self.lr_scale)
             if failure:
                 self._call("on_event", "failed", failure)

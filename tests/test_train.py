@@ -277,7 +277,7 @@ def _extra(run_dir):
 
 # --- guard -----------------------------------------------------------------------------------------
 def test_nan_guard_skips_rolls_back_and_logs(tmp_path):
-    cfg = smoke(steps=30, ckpt_every=10, max_bad_steps=3)
+    cfg = smoke(steps=30, ckpt_every=10, max_bad_steps=3, guard_recovery=0)
     result = train.train(cfg, tmp_path / "nan", callbacks=[train.FaultInjection([5, 22, 23, 24])])
     assert result["status"] == "done" and result["events"] >= 5
     log = run_folder.read_log(tmp_path / "nan")
@@ -296,6 +296,21 @@ def test_nan_guard_skips_rolls_back_and_logs(tmp_path):
     assert tr["loss"].notna().all() and math.isfinite(result["train"]["loss"])
     state = train.TrainState(**_extra(tmp_path / "nan")["train_state"])
     assert state.lr_scale == 0.5 and state.guard["bad_streak"] == 0
+
+
+def test_a_rollbacks_halved_lr_grows_back_over_guard_recovery_steps(tmp_path):
+    cfg = smoke(steps=40, ckpt_every=10, max_bad_steps=3, guard_recovery=8)
+    train.train(cfg, tmp_path / "run", callbacks=[train.FaultInjection([22, 23, 24])])
+    log = run_folder.read_log(tmp_path / "run")
+    rollback = log[log["event"].fillna("").str.startswith("rollback")]
+    assert rollback["step"].tolist() == [24] and "back to 1 over 8 good steps" in rollback["event"].iloc[0]
+    tr = log[log["loss"].notna()].set_index("step")
+    # the window of steps 25–29: 0.5·2^(k/8) after k good steps; by step 33 the schedule is back
+    scales = [min(1.0, 0.5 * 2 ** (k / 8)) for k in range(5)]
+    expect = cfg.lr * sum(sc * train.lr_factor(s, cfg) for sc, s in zip(scales, range(25, 30))) / 5
+    assert tr.loc[30, "lr"] == pytest.approx(expect, rel=1e-3)
+    state = train.TrainState(**_extra(tmp_path / "run")["train_state"])
+    assert state.lr_scale == 1.0
 
 
 def test_the_guard_flags_spikes():
@@ -326,7 +341,7 @@ class NanEvery(train.Callback):
 def test_a_guard_that_fires_without_end_fails_the_run(tmp_path, max_bad_steps, good_every, failure):
     """Skipping and rolling back for ever would end "done" with an untrained model: the run fails
     loudly instead, writes no final.json, and log.csv says why."""
-    cfg = smoke(steps=40, ckpt_every=10, max_bad_steps=max_bad_steps)
+    cfg = smoke(steps=40, ckpt_every=10, max_bad_steps=max_bad_steps, guard_recovery=0)
     with pytest.raises(LicError, match=f"training failed {failure}") as err:
         train.train(cfg, tmp_path / "run", callbacks=[NanEvery(good_every)])
     assert "\n" not in str(err.value) and "another --out" in str(err.value)
