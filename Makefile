@@ -7,7 +7,7 @@ PROFILE     ?= cpu
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STAMP       := $(VENV)/.installed
 
-.PHONY: study test figures venv clean-venv
+.PHONY: study test figures book venv clean-venv
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ study: $(STAMP)
 # Redraw every figure from results/ alone (no training, no evaluation).
 figures: $(STAMP)
 	$(PY) -m lic_utils figures
+
+# The rendered study in site/ (open site/index.html): the executed notebooks and a comparison page.
+book: $(STAMP)
+	$(PY) -m lic_utils book
 
 test: $(STAMP)
 	$(PY) -m pytest -q

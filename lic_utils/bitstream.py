@@ -217,10 +217,11 @@ def decode_image(model, data: bytes) -> torch.Tensor:
 
 def read_lic(path: str | os.PathLike, model) -> torch.Tensor:
     """Decode the .lic file at `path` with `model`."""
-    return decode_image(model, _read(path))
+    return decode_image(model, read_bytes(path))
 
 
-def _read(path) -> bytes:
+def read_bytes(path) -> bytes:
+    """A .lic file's bytes, with one-line errors for a missing path or a folder."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -265,7 +266,7 @@ def info(data: bytes, model=None) -> dict:
 
 
 def info_file(path: str | os.PathLike, model=None) -> dict:
-    return {"file": str(path)} | info(_read(path), model)
+    return {"file": str(path)} | info(read_bytes(path), model)
 
 
 # --- benchmark --------------------------------------------------------------------------------------

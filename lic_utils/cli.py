@@ -45,7 +45,8 @@ def _run_data(args) -> int:
 def _args_metrics(p: argparse.ArgumentParser) -> None:
     p.add_argument("ref", help="reference image (any format Pillow reads)")
     p.add_argument("dist", help="distorted image, or a compressed file (.jpg/.webp/.avif/.heic/.jp2/.jxl/.lic): then bpp is added")
-    p.add_argument("--checkpoint", help="model checkpoint, needed when DIST is a .lic file")
+    p.add_argument("--checkpoint", help="the model that wrote DIST when it is a .lic file "
+                                        "(default: the zoo model named by the file's header)")
 
 
 def _run_metrics(args) -> int:
@@ -231,38 +232,79 @@ def _run_evaluate(args) -> int:
 
 
 # --- the learned codec: .lic files ------------------------------------------------------------------
+def _args_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="the full cards as JSON")
+
+
+def _run_models(args) -> int:
+    from lic_utils import zoo
+
+    if args.json:
+        _print_json(zoo.cards())
+        return 0
+    df = zoo.table()
+    if df.empty:
+        raise zoo._empty_zoo(None)
+    df["default"] = df["default"].map({True: "*", False: ""})
+    df["quality"] = df["quality"].map(lambda q: "" if q != q or q is None else str(int(q)))
+    print(df.drop(columns=["fingerprint"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"Kodak, 24 images, real .lic files; * compress's default, quality 1 = fewest bits ({zoo.zoo_dir()})")
+    return 0
+
+
+def _model_choice(p: argparse.ArgumentParser, verb: str) -> None:
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--model", help=f"{verb} with this zoo model (python -m lic_utils models lists them)")
+    which.add_argument("--quality", type=int, help="rung K of the default model's family, 1 = fewest bits")
+    which.add_argument("--checkpoint", help="a model you trained (checkpoint.pt of a training run)")
+
+
 def _args_compress(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="image to compress (any format Pillow reads)")
     p.add_argument("output", help="the .lic file to write")
-    p.add_argument("--checkpoint", required=True, help="model checkpoint (checkpoint.pt of a training run)")
+    _model_choice(p, "compress")
 
 
 def _run_compress(args) -> int:
-    from lic_utils import bitstream, data, models
+    from lic_utils import bitstream, data, models, zoo
     from lic_utils.files import check_output
 
     check_output(args.output, args.input, bitstream.MAGIC, ".lic")
-    model = models.load_checkpoint(args.checkpoint)
+    if args.checkpoint:
+        model, name = models.load_checkpoint(args.checkpoint), args.checkpoint
+    else:
+        card = zoo.choose(args.model, args.quality)
+        model, name = zoo.load(card), card["name"]
     img = data.load_rgb(args.input)
     size = bitstream.write_lic(args.output, model, data.to_tensor(img))
     h, w, _ = img.shape
-    _print_json({"file": args.output, "bytes": size, "bpp": size * 8 / (h * w), "height": h, "width": w})
+    _print_json({"file": args.output, "model": name, "bytes": size, "bpp": size * 8 / (h * w),
+                 "height": h, "width": w})
     return 0
+
+
+def _decoder(lic_path, checkpoint):
+    """The model that decodes a .lic file: the checkpoint given, else the zoo model that wrote it."""
+    from lic_utils import models, zoo
+
+    if checkpoint:
+        return models.load_checkpoint(checkpoint)
+    return zoo.model_for_file(lic_path)[0]
 
 
 def _args_decompress(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a .lic file")
     p.add_argument("output", help="the PNG to write")
-    p.add_argument("--checkpoint", required=True, help="the checkpoint of the model that wrote the file")
+    p.add_argument("--checkpoint", help="the checkpoint of the model that wrote the file "
+                                        "(default: the zoo model named by the file's header)")
 
 
 def _run_decompress(args) -> int:
-    from lic_utils import bitstream, data, models
+    from lic_utils import bitstream, data
     from lic_utils.files import check_output
 
     check_output(args.output, args.input, b"\x89PNG\r\n\x1a\n", "PNG")
-    model = models.load_checkpoint(args.checkpoint)
-    x_hat = bitstream.read_lic(args.input, model)
+    x_hat = bitstream.read_lic(args.input, _decoder(args.input, args.checkpoint))
     data.save_png(data.to_uint8(x_hat), args.output)
     print(args.output)
     return 0
@@ -270,13 +312,18 @@ def _run_decompress(args) -> int:
 
 def _args_info(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a .lic file")
-    p.add_argument("--checkpoint", help="the model that wrote it: adds its estimated bits (−log2 likelihood)")
+    p.add_argument("--checkpoint", help="the model that wrote it: adds its estimated bits (−log2 likelihood); "
+                                        "found in the zoo when it is one of its models")
 
 
 def _run_info(args) -> int:
-    from lic_utils import bitstream, models
+    from lic_utils import bitstream, models, zoo
 
-    model = models.load_checkpoint(args.checkpoint) if args.checkpoint else None
+    if args.checkpoint:
+        model = models.load_checkpoint(args.checkpoint)
+    else:  # the zoo's model when it wrote the file: its estimated bits too
+        card = zoo.find(bitstream.parse(bitstream.read_bytes(args.input)).fingerprint)
+        model = zoo.load(card) if card else None
     _print_json(bitstream.info_file(args.input, model))
     return 0
 
@@ -334,6 +381,23 @@ def _run_figures(args) -> int:
     return 0
 
 
+# --- the rendered study ----------------------------------------------------------------------------
+def _args_book(p: argparse.ArgumentParser) -> None:
+    from lic_utils.profiles import PROFILES
+
+    p.add_argument("--out", default=None, help="folder of the site (default: site/)")
+    p.add_argument("--profile", default="cpu", choices=list(PROFILES),
+                   help="whose trained runs the comparison page shows when the zoo is empty (default: cpu)")
+
+
+def _run_book(args) -> int:
+    from lic_utils import site
+
+    index = site.build(args.out, profile=args.profile)
+    print(f"open {index.resolve().as_uri()}")
+    return 0
+
+
 COMMANDS = {
     "data": (_args_data, _run_data, "fetch or verify the datasets and the LPIPS backbone"),
     "metrics": (_args_metrics, _run_metrics, "PSNR, MS-SSIM, LPIPS, SSIMULACRA2 (and bpp) of one image pair, as JSON"),
@@ -341,10 +405,12 @@ COMMANDS = {
     "evaluate": (_args_evaluate, _run_evaluate, "real .lic files on Kodak, metrics, and classical codecs at the same bytes"),
     "figures": (_args_figures, _run_figures, "redraw the RD figures from results/ alone"),
     "study": (_args_study, _run_study, "run the numbered notebooks headless with papermill"),
+    "book": (_args_book, _run_book, "the rendered study: HTML of the executed notebooks and a codec comparison page"),
     "train": (_args_train, _run_train, "train the learned codec (resumes interrupted runs; torchrun → DDP)"),
     "sweep": (_args_sweep, _run_sweep, "train a grid prior × loss variant × λ from a YAML file, keeping index.csv"),
-    "compress": (_args_compress, _run_compress, "compress an image to a .lic file with a trained model"),
-    "decompress": (_args_decompress, _run_decompress, "decode a .lic file to a PNG with the checkpoint that made it"),
+    "models": (_args_models, _run_models, "the trained models shipped in zoo/, with their Kodak numbers"),
+    "compress": (_args_compress, _run_compress, "compress an image to a .lic file (a zoo model, or your checkpoint)"),
+    "decompress": (_args_decompress, _run_decompress, "decode a .lic file to a PNG (its zoo model, or your checkpoint)"),
     "info": (_args_info, _run_info, "header fields and sizes of a .lic file (and estimated bits, given its checkpoint)"),
     "bench": (_args_bench, _run_bench, "encode/decode ms, real and estimated bpp on Kodak images"),
 }

@@ -180,18 +180,18 @@ def evaluate_arrays(ref: np.ndarray, dist: np.ndarray) -> dict[str, float]:
 def compare_files(ref: str | os.PathLike, dist: str | os.PathLike, checkpoint: str | None = None) -> dict:
     """Metrics of an image file against a reference; adds bpp when `dist` is a compressed file.
 
-    A `.lic` file is decoded with `checkpoint` (the model that wrote it).
+    A `.lic` file is decoded with `checkpoint` (the model that wrote it), else with the zoo model
+    its header names.
     """
     from lic_utils import data
 
     ref_img = data.load_rgb(ref)
     dist = Path(dist)
     if dist.suffix.lower() == ".lic":
-        if checkpoint is None:
-            raise LicError(f"{dist} is a .lic file: pass --checkpoint with the model that wrote it")
-        from lic_utils import bitstream, models
+        from lic_utils import bitstream, models, zoo
 
-        x_hat = bitstream.decode_image(models.load_checkpoint(checkpoint), dist.read_bytes())
+        model = models.load_checkpoint(checkpoint) if checkpoint else zoo.model_for_file(dist)[0]
+        x_hat = bitstream.decode_image(model, bitstream.read_bytes(dist))
         dist_img = data.to_uint8(x_hat)
     else:
         dist_img = data.load_rgb(dist)
