@@ -121,6 +121,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
                         "e.g. --set warmup=200")
     p.add_argument("--out", required=True,
                    help="run folder, e.g. runs/NAME (resumed if interrupted, skipped if done)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after this many minutes with a checkpoint; the same command resumes it")
 
 
 def _parse_sets(items: list[str]) -> dict:
@@ -143,7 +145,11 @@ def _run_train(args) -> int:
         cfg = config.TrainConfig.from_file(args.config, profile=args.profile, **options)
     else:
         cfg = config.TrainConfig.for_profile(args.profile or "cpu", **options)
-    train.train(cfg, args.out)
+    limit = [train.TimeLimit(args.max_minutes)] if args.max_minutes is not None else []
+    result = train.train(cfg, args.out, callbacks=limit)
+    if result["status"] == "stopped":
+        print(f"stopped at step {result['steps']} of {cfg.steps} after {args.max_minutes:g} min; "
+              "run the same command to resume")
     return 0
 
 

@@ -612,6 +612,21 @@ class Checkpoint(Callback):
         self.saved_at = trainer.step
 
 
+class TimeLimit(Callback):
+    """Stop after `minutes` of training in this sitting, with a checkpoint: a long run trained in
+    pieces (`train --max-minutes`) resumes where the last piece stopped, on the same schedule."""
+
+    def __init__(self, minutes: float):
+        self.seconds = 60 * minutes
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.start = time.perf_counter()
+
+    def on_step_end(self, trainer: Trainer, metrics: dict | None) -> None:
+        if time.perf_counter() - self.start >= self.seconds:
+            trainer.stop()
+
+
 class FaultInjection(Callback):
     """Tests of the guard: the loss of the given (0-based) steps becomes NaN, on every rank."""
 

@@ -351,6 +351,22 @@ def test_a_guard_that_fires_without_end_fails_the_run(tmp_path, max_bad_steps, g
 
 
 # --- the command line ------------------------------------------------------------------------------
+def test_a_long_run_trains_in_pieces_with_max_minutes(tmp_path, capsys):
+    """--max-minutes stops with a checkpoint; the same command resumes to the very weights of a
+    run trained in one piece."""
+    from lic_utils.cli import main
+
+    argv = ["train", "--profile", "smoke", "--steps", "20", "--set", "progress=false", "--set",
+            "num_val_crops=0", "--set", "threads=1", "--set", "ckpt_every=10"]
+    assert main([*argv, "--out", str(tmp_path / "pieces"), "--max-minutes", "0"]) == 0
+    assert "stopped at step 1 of 20" in capsys.readouterr().out
+    assert run_folder.run_status(tmp_path / "pieces") != "done"
+    assert main([*argv, "--out", str(tmp_path / "pieces")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    a, b = params_of(tmp_path / "pieces"), params_of(tmp_path / "whole")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_cli_train(tmp_path, capsys):
     from lic_utils.cli import main
 
