@@ -19,7 +19,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# Run the numbered notebooks in order, headless; executed copies go to notebooks/executed/.
+# Run the numbered notebooks in order, headless: the cpu profile executes them in place (the
+# committed notebooks show their outputs), others write notebooks/executed/PROFILE/.
 study: $(STAMP)
 	$(PY) -m lic_utils study --profile $(PROFILE)
 

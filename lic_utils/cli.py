@@ -194,7 +194,7 @@ def _run_study(args) -> int:
         if not args.no_pretrain:
             study.train_all(args.profile)  # the whole grid, runs side by side; the notebooks reuse them
     study.run_notebooks(profile=args.profile, only=args.only)
-    if args.profile == "cpu":  # the committed results are the cpu profile's
+    if args.profile == study.COMMITTED_PROFILE:  # the committed results are its
         print("updated", study.update_readme())
     return 0
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lic_utils.files import FIGURES_DIR, NOTEBOOKS_DIR, REPO, RESULTS_DIR
+from lic_utils.files import FIGURES_DIR, REPO, RESULTS_DIR
 
 SITE_DIR = REPO / "site"
 COMPARE_IMAGES = ("kodim23", "kodim05", "kodim15")  # parrots (notebook 08), the issue's example, a face
@@ -217,13 +217,12 @@ def write_comparison(data_: dict, out_dir: Path = SITE_DIR) -> Path:
 
 
 # --- the notebooks and the index ------------------------------------------------------------------
-def executed_notebooks(folder: Path | None = None) -> list[Path]:
-    """The executed series: notebooks/executed/ (make study's output), else the committed notebooks."""
-    for d in ([Path(folder)] if folder else [NOTEBOOKS_DIR / "executed", NOTEBOOKS_DIR]):
-        found = sorted(d.glob("[0-9][0-9]_*.ipynb"))
-        if found:
-            return found
-    return []
+def executed_notebooks(profile: str = "cpu", folder: Path | None = None) -> list[Path]:
+    """The profile's executed series (study.executed_dir: the committed notebooks for the committed
+    profile), or the notebooks in `folder`."""
+    from lic_utils import study
+
+    return sorted(Path(folder or study.executed_dir(profile)).glob("[0-9][0-9]_*.ipynb"))
 
 
 def _title(nb) -> str:
@@ -293,9 +292,10 @@ def build(out_dir=None, profile: str = "cpu", notebooks_dir=None, images=COMPARE
     from lic_utils.errors import LicError
 
     out_dir = Path(out_dir or SITE_DIR)
-    paths = executed_notebooks(notebooks_dir)
+    paths = executed_notebooks(profile, notebooks_dir)
     if not paths:
-        raise LicError("no executed notebooks to render: run make study first")
+        raise LicError(f"no executed notebooks of the {profile} profile to render: run make study "
+                       f"PROFILE={profile} first")
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = write_notebooks(paths, out_dir)
     models = comparison_models(profile) if models is None else models

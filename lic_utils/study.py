@@ -6,8 +6,10 @@
 - `sweeps`, `train_runs` and `train_all`: the models each profile trains, in three groups.
 - `prune_caches` keeps only the rows of the profile's grid in the model caches (`make study`).
 - `run_notebooks` executes the numbered series with papermill (`make study`): each notebook
-  `notebooks/NN_name.ipynb` runs top to bottom with `profile` injected into its `parameters` cell,
-  the executed copy goes to `notebooks/executed/`, and wall times to `results/study_timings.csv` (a
+  `notebooks/NN_name.ipynb` runs top to bottom with `profile` injected into its `parameters` cell.
+  The committed profile's study executes them in place, so that the committed notebooks show the
+  committed results with every output; another profile's executed copies go to
+  `notebooks/executed/PROFILE/` (not committed). Wall times go to `results/study_timings.csv` (a
   full study starts its profile's rows afresh) so the README can state how long each profile takes.
 - `redraw_figures` and `update_readme`: the figures and the README's results section from results/
   alone (`make figures`).
@@ -24,6 +26,7 @@ from lic_utils.files import NOTEBOOKS_DIR, RESULTS_DIR
 from lic_utils.profiles import LOSS_VARIANTS, Profile, get_profile
 
 TIMINGS_CSV = RESULTS_DIR / "study_timings.csv"  # wall time of each step of the study, per profile
+COMMITTED_PROFILE = "cpu"  # whose results, figures and executed notebooks the repository holds
 
 
 # --- what a notebook starts from ------------------------------------------------------------------
@@ -291,11 +294,17 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, progress: bool = T
     return out
 
 
+def executed_dir(profile: str) -> Path:
+    """Where `make study` writes a profile's executed notebooks: in place for the committed
+    profile, else notebooks/executed/PROFILE/."""
+    return NOTEBOOKS_DIR if profile == COMMITTED_PROFILE else NOTEBOOKS_DIR / "executed" / profile
+
+
 def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None,
                   parameters: dict | None = None, timings: Path | None = TIMINGS_CSV) -> list[Path]:
     """Run the series in order with the given profile; returns the executed copies."""
     get_profile(profile)  # an unknown profile fails here, before the first notebook
-    out_dir = out_dir or NOTEBOOKS_DIR / "executed"
+    out_dir = out_dir or executed_dir(profile)
     params = {"profile": profile, **(parameters or {})}
     done = []
     for path in notebook_paths(only):

@@ -179,3 +179,11 @@ def test_the_model_caches_are_pruned_to_the_profiles_grid(tmp_path):
     kept = pd.read_csv(tmp_path / "learned_kodak.csv", dtype={"fingerprint": str})
     assert kept.model.tolist() == grid and kept.fingerprint.iloc[0] == "0" * 16
     assert study.prune_caches("smoke", tmp_path, tmp_path) == {name: 0 for name in study.MODEL_CACHES}
+
+
+def test_the_committed_profile_executes_the_notebooks_in_place():
+    """The committed notebooks show the committed study's outputs; other profiles write elsewhere."""
+    from lic_utils.files import NOTEBOOKS_DIR
+
+    assert study.executed_dir(study.COMMITTED_PROFILE) == NOTEBOOKS_DIR
+    assert study.executed_dir("smoke") == NOTEBOOKS_DIR / "executed" / "smoke"
