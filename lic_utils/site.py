@@ -42,6 +42,8 @@ tr.selected td{background:#fff3c4;font-weight:600}
 .viewer{position:relative;display:inline-block;line-height:0;max-width:100%;cursor:ew-resize}
 .viewer img{max-width:100%;height:auto;display:block}
 #decoded{position:absolute;top:0;left:0;width:100%;height:100%}
+.frame{overflow:auto;max-width:100%}
+.viewer.zoomed img{max-width:none;width:100%;image-rendering:pixelated}
 #handle{position:absolute;top:0;bottom:0;width:2px;background:#fff;box-shadow:0 0 3px #000;pointer-events:none}
 .tag{position:absolute;top:.4rem;padding:.1rem .4rem;background:rgba(0,0,0,.6);color:#fff;
 font-size:.8rem;line-height:1.3}
@@ -139,14 +141,16 @@ The table lists every file at this bitrate; click a row to show it.</p>
 <label>Image <select id="image"></select></label>
 <label>Bitrate <select id="level"></select></label>
 <label>Codec <select id="codec"></select></label>
+<label>Zoom <select id="zoom"><option value="1">1×</option><option value="2">2×</option>
+<option value="3">3×</option></select></label>
 </div>
 <p id="caption"></p>
-<div class="viewer" id="viewer">
+<div class="frame"><div class="viewer" id="viewer">
 <img id="original" alt="original">
 <img id="decoded" alt="decoded">
 <div id="handle"></div>
 <span class="tag" style="left:.4rem">decoded</span><span class="tag" style="right:.4rem">original</span>
-</div>
+</div></div>
 <input type="range" id="slider" min="0" max="100" value="50" aria-label="decoded | original">
 <table id="metrics"><thead><tr><th>codec</th><th>bpp</th><th>PSNR (dB)</th><th>MS-SSIM</th>
 <th>LPIPS ↓</th><th>SSIMULACRA2 ↑</th></tr></thead><tbody></tbody></table>
@@ -166,6 +170,9 @@ function slide() {
 }
 function show() {
   const im = DATA[$("image").value], files = im.levels[$("level").value], e = files[$("codec").value];
+  const zoom = Number($("zoom").value);
+  $("viewer").style.width = zoom > 1 ? (im.width * zoom) + "px" : "";
+  $("viewer").classList.toggle("zoomed", zoom > 1);
   $("original").src = im.original;
   $("decoded").src = e.src;
   $("caption").textContent = `${$("codec").value}: ${fmt(e.bpp, 3)} bpp` +
@@ -195,6 +202,7 @@ fill($("image"), Object.keys(DATA), null);
 $("image").onchange = pickImage;
 $("level").onchange = pickLevel;
 $("codec").onchange = show;
+$("zoom").onchange = show;
 $("slider").oninput = slide;
 $("viewer").onpointermove = ev => {
   if (!ev.buttons) return;

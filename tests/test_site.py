@@ -107,6 +107,11 @@ def test_the_comparison_page_works_in_a_headless_browser(built):
         level.select_by_index(0 if level.first_selected_option.get_attribute("index") != "0" else 1)
         assert state()[0] != webp[0]
 
+        Select(find("zoom")).select_by_value("2")  # actual pixels, twice the size
+        width = browser.execute_script("return document.getElementById('original').getBoundingClientRect().width")
+        assert width == pytest.approx(2 * browser.execute_script(
+            "return document.getElementById('original').naturalWidth"), abs=1)
+
         Select(find("image")).select_by_visible_text("kodim05")
         WebDriverWait(browser, 20).until(lambda b: b.execute_script(loaded))
         assert "kodim05" in state()[0] and "kodim05" in state()[2]
