@@ -250,9 +250,9 @@ def _run_models(args) -> int:
         return 0
     df = zoo.table()
     if df.empty:
-        raise zoo._empty_zoo(None)
+        raise zoo.no_models_error(None)
     df["default"] = df["default"].map({True: "*", False: ""})
-    df["quality"] = df["quality"].map(lambda q: "" if q != q or q is None else str(int(q)))
+    df["quality"] = [str(int(q)) if q == q and q is not None else "" for q in df["quality"]]  # NaN: off the ladder
     print(df.drop(columns=["fingerprint"]).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(f"Kodak, 24 images, real .lic files; * compress's default, quality 1 = fewest bits ({zoo.zoo_dir()})")
     return 0

@@ -65,9 +65,10 @@ def table(folder=None):
     return pd.DataFrame(rows)
 
 
-def _empty_zoo(folder) -> LicError:
-    return LicError(f"no trained model in {zoo_dir(folder)} (a fresh clone ships them: git checkout -- zoo/); "
-                    "or pass --checkpoint with a model you trained (python -m lic_utils train)")
+def no_models_error(folder=None) -> LicError:
+    """The one-line error of an empty zoo, with the two ways out."""
+    return LicError(f"no trained model in {zoo_dir(folder)}: pass --checkpoint with a model you trained "
+                    "(python -m lic_utils train …), or restore the shipped ones (git checkout -- zoo/)")
 
 
 def ladder(folder=None) -> list[dict]:
@@ -75,7 +76,7 @@ def ladder(folder=None) -> list[dict]:
     all_ = cards(folder)
     default = next((c for c in all_ if c.get("default")), None)
     if default is None:
-        raise _empty_zoo(folder) if not all_ else LicError(f"no card in {zoo_dir(folder)} is marked default")
+        raise no_models_error(folder) if not all_ else LicError(f"no card in {zoo_dir(folder)} is marked default")
     return [c for c in all_ if c["family"] == default["family"]]
 
 
@@ -83,7 +84,7 @@ def choose(model: str | None = None, quality: int | None = None, folder=None) ->
     """The card `compress` uses: the model called `model`, else rung `quality` of the ladder, else the default."""
     all_ = cards(folder)
     if not all_:
-        raise _empty_zoo(folder)
+        raise no_models_error(folder)
     if model is not None:
         for c in all_:
             if c["name"] == model:

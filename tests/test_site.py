@@ -1,6 +1,8 @@
 """The rendered study: notebook pages, and a comparison page that works from file:// in a real
 headless browser (the system's Chromium through Selenium): its images load, and the slider and
 the image, bitrate and codec choices change what is shown."""
+import json
+import re
 import shutil
 
 import nbformat
@@ -44,8 +46,7 @@ def test_the_site_has_the_notebooks_and_every_decode(built):
     assert 'href="compare.html"' in text
     page = (out / "notebooks" / "05_rd_evaluation.html").read_text()
     assert "Some prose." in page and 'href="../compare.html"' in page
-    data = site.json.loads(site.re.search(r"const DATA = (\{.*?\});</script>",
-                                          (out / "compare.html").read_text()).group(1))
+    data = json.loads(re.search(r"const DATA = (\{.*?\});</script>", (out / "compare.html").read_text()).group(1))
     assert list(data) == ["kodim23", "kodim05"]
     for im in data.values():
         assert (out / im["original"]).is_file() and len(im["levels"]) == 2  # one level per MSE λ
