@@ -51,13 +51,15 @@ def main() -> None:
     ap.add_argument("--reference", default=str(files.RUNS_DIR / "study-cpu-base" / "base"))
     ap.add_argument("--runs", default=str(files.RUNS_DIR / "model_size"))
     ap.add_argument("--out", default=str(files.RESULTS_DIR / "model_size.csv"))
+    ap.add_argument("--no-train", action="store_true", help="only compare the runs as they are")
     args = ap.parse_args()
 
     p = profiles.PROFILES["cpu"]
     recipe = {**p.base, **({"steps": args.steps} if args.steps else {})}
     cfg = config.TrainConfig.for_profile("cpu", lmbda=p.ablation_lmbda, N=args.N, M=args.M, **recipe)
     run_dir = Path(args.runs) / f"N{args.N}-M{args.M}"
-    train.train(cfg, run_dir, callbacks=[train.TimeLimit(args.minutes)])
+    if not args.no_train:
+        train.train(cfg, run_dir, callbacks=[train.TimeLimit(args.minutes)])
 
     curves = [curve(run_dir)]
     ref = Path(args.reference)

@@ -471,7 +471,8 @@ def _parameter_ratio(points: pd.DataFrame) -> float:
 def summarize(results_dir: str | Path, ablation_lmbda: float, bitrates=BITRATES) -> dict:
     """Notebook 09: the study's summary from the caches in `results_dir` alone (every model there).
 
-    Writes summary_standing.csv (the best learned curve minus each codec at `bitrates`),
+    Writes summary_at.csv (every mean RD curve, learned and classical, read at `bitrates`),
+    summary_standing.csv (the best learned curve minus each codec at `bitrates`),
     summary_verdicts.csv (wins and losses at equal bytes, image by image, over the bitrates' range),
     summary_claims.csv (`claims`) and summary_spread.csv (`seed_spread` at the ablation λ); the
     README's results section is written from them. Returns those tables and what they were computed
@@ -487,12 +488,15 @@ def summarize(results_dir: str | Path, ablation_lmbda: float, bitrates=BITRATES)
     on_curves = learned.merge(main[MODEL_KEY].astype({"fingerprint": object}), on=MODEL_KEY)
     summary = matched_summary(on_curves, matched)
     ablation = ablation_points(points, ablation_lmbda)
-    out = {"points": points, "codec_curves": codec_curves,
+    at = compare_at(points, codec_curves, bitrates)  # single-point families read NaN: not curves
+    out = {"points": points, "codec_curves": codec_curves, "at": at,
            "loss": loss_ablation(points), "priors": prior_ablation(points, ablation_lmbda),
            "ablation": ablation, "spread": seed_spread(ablation),
-           "standing": standing(compare_at(points, codec_curves, bitrates)),
+           "standing": standing(at),
            "verdicts": matched_verdicts(summary, points, (min(bitrates), max(bitrates))),
            "claims": claims(points, codec_curves, ablation_lmbda)}
+    atomic_to_csv(at[at["curve"].isin(set(main["family"]) | set(codec_curves["codec"]))],
+                  results_dir / "summary_at.csv")
     for name in ("standing", "verdicts", "claims", "spread"):
         atomic_to_csv(out[name], results_dir / f"summary_{name}.csv")
     return out

@@ -421,6 +421,7 @@ def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> 
     parts = ["![The study in one figure](figures/09_summary_rd.png)", ""] \
         if key_figure.exists() else []
     parts += _claims_section(results_dir / "summary_claims.csv")
+    parts += _at_section(results_dir / "summary_at.csv")
     parts += _standing_section(results_dir / "summary_standing.csv")
     parts += _verdicts_section(results_dir / "summary_verdicts.csv")
     parts += _timings_section(results_dir / "study_timings.csv", profile)
@@ -446,6 +447,26 @@ def _claims_section(path: Path) -> list[str]:
 
 STANDING_METRICS = (("psnr", "Δ PSNR", "+.2f"), ("lpips", "Δ LPIPS", "+.3f"),
                     ("ssimulacra2", "Δ SSIMULACRA2", "+.1f"))
+
+
+def _at_section(path: Path, bpp: float = 0.2) -> list[str]:
+    """Every mean RD curve read at `bpp` (summary_at.csv): the learned families, then the codecs."""
+    import pandas as pd
+
+    if not path.exists():
+        return []
+    at = pd.read_csv(path)
+    at = at[(at["bpp"] == bpp) & at["psnr"].notna()]
+    if at.empty:
+        return []
+    lines = [f"Every mean RD curve read at {bpp:g} bpp (Kodak, 24 images, real files; interpolated in "
+             "log bpp between each curve's measured points):", "",
+             "| curve | PSNR (dB) | MS-SSIM | LPIPS ↓ | SSIMULACRA2 ↑ |", "|---|---|---|---|---|"]
+    for r in pd.concat([at[at["kind"] == "learned"], at[at["kind"] != "learned"]]).itertuples():
+        name = r.curve if r.kind == "learned" else f"{r.curve} (classical)"
+        s2 = f"{r.ssimulacra2:.1f}" if pd.notna(getattr(r, "ssimulacra2", float("nan"))) else "–"
+        lines.append(f"| {name} | {r.psnr:.2f} | {r.ms_ssim:.4f} | {r.lpips:.3f} | {s2} |")
+    return lines + [""]
 
 
 def _standing_section(path: Path) -> list[str]:

@@ -269,6 +269,9 @@ def test_summarize_writes_the_tables_of_the_readme_from_the_caches(tmp_path):
     out = compare.summarize(tmp_path, 0.004)
     for name in ("standing", "verdicts", "claims"):
         assert len(pd.read_csv(tmp_path / f"summary_{name}.csv")) == len(out[name]) > 0
+    at = pd.read_csv(tmp_path / "summary_at.csv").set_index(["curve", "bpp"])
+    assert at.loc[("webp", 0.2), "psnr"] == pytest.approx(26.0) and at.loc[("webp", 0.2), "kind"] == "classical"
+    assert set(at.reset_index()["curve"]) == {*curves.codec, *compare.curves(out["points"])["family"]}
     verdicts = pd.read_csv(tmp_path / "summary_verdicts.csv", converters={"wins_psnr": ast.literal_eval})
     assert len(verdicts) == 3 and all(w == [0.1, 0.2, 0.4] for w in verdicts.wins_psnr)  # curves only
     standing = out["standing"].set_index(["codec", "bpp"])

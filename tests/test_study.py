@@ -33,11 +33,19 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
                   {"notebook": "00_data_and_baselines.ipynb", "profile": "cpu", "seconds": 30.0, "finished": "t2"},
                   {"notebook": "00_data_and_baselines.ipynb", "profile": "smoke", "seconds": 5.0, "finished": "t3"}]
                  ).to_csv(results / "study_timings.csv", index=False)
+    pd.DataFrame([{"curve": "factorized · mse", "kind": "learned", "bpp": 0.2, "psnr": 27.2089, "ms_ssim": 0.928,
+                   "lpips": 0.36991, "ssimulacra2": 5.72},
+                  {"curve": "webp", "kind": "classical", "bpp": 0.2, "psnr": 27.8174, "ms_ssim": 0.93,
+                   "lpips": 0.3192, "ssimulacra2": -0.33},
+                  {"curve": "webp", "kind": "classical", "bpp": 0.5, "psnr": 31.0, "ms_ssim": 0.96,
+                   "lpips": 0.2, "ssimulacra2": 40.0}]).to_csv(results / "summary_at.csv", index=False)
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{study.README_BEGIN}\nold text\n{study.README_END}\nafter\n")
     study.update_readme(readme, results, figures_dir=figures)
     text = readme.read_text()
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
+    assert "| factorized · mse | 27.21 | 0.9280 | 0.370 | 5.7 |" in text
+    assert "| webp (classical) | 27.82 | 0.9300 | 0.319 | -0.3 |" in text and "| 31.00 |" not in text
     assert "old text" not in text and "figures/09_summary_rd.png" not in text  # no figure yet: no broken link
     assert "| webp | -3.21 / +0.262 / – |" in text and "| jpeg | +2.50 / -0.040 / +4.2 |" in text
     assert "| MSE-only training gives the best baseline | **inconclusive** | psnr: +0.12 dB |" in text
