@@ -161,7 +161,7 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
            folder=None) -> Path:
     """Write zoo/NAME.pt (weights only) and zoo/NAME.json from a finished run and its Kodak rows
     (evaluate.evaluate_model: one row per image, real files). Returns the card's path."""
-    from lic_utils import models
+    from lic_utils import data, models
     from lic_utils.files import atomic_write_text
     from lic_utils.run_folder import read_run_config
 
@@ -184,17 +184,10 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
         "lmbda": cfg.loss.lmbda, "beta": cfg.loss.beta, "gamma": cfg.loss.gamma,
         "fingerprint": model.fingerprint(), "config_hash": model.config.config_hash(),
         "model": model.config.to_dict(),
-        "file": {"name": pt.name, "bytes": pt.stat().st_size, "sha256": _sha256(pt)},
+        "file": {"name": pt.name, "bytes": pt.stat().st_size, "sha256": data.sha256_file(pt)},
         "training": training, "data": data_checksums(),
         "kodak": {"images": int(kodak["image"].nunique()),
                   **{k: round(float(kodak[k].mean()), 5) for k in KODAK_MEASURES if k in kodak}},
     }
     return atomic_write_text(folder / f"{name}.json", json.dumps(card, indent=2) + "\n")
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
