@@ -38,6 +38,7 @@ td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}
 th{background:#f3f3f3}
 td:first-child,th:first-child{text-align:left}
 tr.selected td{background:#fff3c4;font-weight:600}
+table.prose td,table.prose th{text-align:left;vertical-align:top}
 .controls label{margin-right:1.2rem}
 .viewer{position:relative;display:inline-block;line-height:0;max-width:100%;cursor:ew-resize}
 .viewer img{max-width:100%;height:auto;display:block}
@@ -269,7 +270,7 @@ def _verdicts_table(results: Path) -> str:
         return ""
     claims = pd.read_csv(path)
     cols = [c for c in ("claim", "codec", "measured", "verdict") if c in claims]
-    return "<h2>The original claims, tested</h2>\n" + claims[cols].to_html(index=False, na_rep="", border=0)
+    return "<h2>The original claims, tested</h2>\n" + claims[cols].to_html(index=False, na_rep="", border=0, classes="prose")
 
 
 def write_index(notebooks: list[tuple[str, str]], out_dir: Path = SITE_DIR, results: Path = RESULTS_DIR,
