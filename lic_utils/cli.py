@@ -289,15 +289,6 @@ def _run_compress(args) -> int:
     return 0
 
 
-def _decoder(lic_path, checkpoint):
-    """The model that decodes a .lic file: the checkpoint given, else the zoo model that wrote it."""
-    from lic_utils import models, zoo
-
-    if checkpoint:
-        return models.load_checkpoint(checkpoint)
-    return zoo.model_for_file(lic_path)[0]
-
-
 def _args_decompress(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="a .lic file")
     p.add_argument("output", help="the PNG to write")
@@ -306,11 +297,11 @@ def _args_decompress(p: argparse.ArgumentParser) -> None:
 
 
 def _run_decompress(args) -> int:
-    from lic_utils import bitstream, data
+    from lic_utils import bitstream, data, zoo
     from lic_utils.files import check_output
 
     check_output(args.output, args.input, b"\x89PNG\r\n\x1a\n", "PNG")
-    x_hat = bitstream.read_lic(args.input, _decoder(args.input, args.checkpoint))
+    x_hat = bitstream.read_lic(args.input, zoo.decoder_for(args.input, args.checkpoint))
     data.save_png(data.to_uint8(x_hat), args.output)
     print(args.output)
     return 0
@@ -328,7 +319,7 @@ def _run_info(args) -> int:
     if args.checkpoint:
         model = models.load_checkpoint(args.checkpoint)
     else:  # the zoo's model when it wrote the file: its estimated bits too
-        card = zoo.find(bitstream.parse(bitstream.read_bytes(args.input)).fingerprint)
+        card = zoo.writer_of(args.input)
         model = zoo.load(card) if card else None
     _print_json(bitstream.info_file(args.input, model))
     return 0

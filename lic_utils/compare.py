@@ -488,16 +488,14 @@ def summarize(results_dir: str | Path, ablation_lmbda: float, bitrates=BITRATES)
     on_curves = learned.merge(main[MODEL_KEY].astype({"fingerprint": object}), on=MODEL_KEY)
     summary = matched_summary(on_curves, matched)
     ablation = ablation_points(points, ablation_lmbda)
-    at = compare_at(points, codec_curves, bitrates)  # single-point families read NaN: not curves
+    at = compare_at(main, codec_curves, bitrates)  # curves only: a single point has no reading
     out = {"points": points, "codec_curves": codec_curves, "at": at,
            "loss": loss_ablation(points), "priors": prior_ablation(points, ablation_lmbda),
            "ablation": ablation, "spread": seed_spread(ablation),
            "standing": standing(at),
            "verdicts": matched_verdicts(summary, points, (min(bitrates), max(bitrates))),
            "claims": claims(points, codec_curves, ablation_lmbda)}
-    atomic_to_csv(at[at["curve"].isin(set(main["family"]) | set(codec_curves["codec"]))],
-                  results_dir / "summary_at.csv")
-    for name in ("standing", "verdicts", "claims", "spread"):
+    for name in ("at", "standing", "verdicts", "claims", "spread"):
         atomic_to_csv(out[name], results_dir / f"summary_{name}.csv")
     return out
 

@@ -188,10 +188,9 @@ def compare_files(ref: str | os.PathLike, dist: str | os.PathLike, checkpoint: s
     ref_img = data.load_rgb(ref)
     dist = Path(dist)
     if dist.suffix.lower() == ".lic":
-        from lic_utils import bitstream, models, zoo
+        from lic_utils import bitstream, zoo
 
-        model = models.load_checkpoint(checkpoint) if checkpoint else zoo.model_for_file(dist)[0]
-        x_hat = bitstream.decode_image(model, bitstream.read_bytes(dist))
+        x_hat = bitstream.decode_image(zoo.decoder_for(dist, checkpoint), bitstream.read_bytes(dist))
         dist_img = data.to_uint8(x_hat)
     else:
         dist_img = data.load_rgb(dist)

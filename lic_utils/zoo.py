@@ -55,7 +55,7 @@ def table(folder=None):
     import pandas as pd
 
     all_ = cards(folder)
-    rungs = {c["name"]: k for k, c in enumerate(ladder(folder), 1)} if all_ else {}
+    rungs = {c["name"]: k for k, c in enumerate(_ladder(all_, folder), 1)} if all_ else {}
     rows = []
     for c in all_:
         rows.append({"model": c["name"], "quality": rungs.get(c["name"]), "default": bool(c.get("default")),
@@ -73,7 +73,10 @@ def no_models_error(folder=None) -> LicError:
 
 def ladder(folder=None) -> list[dict]:
     """The default model's family, fewest bits first: `--quality K` is the K-th (1-based)."""
-    all_ = cards(folder)
+    return _ladder(cards(folder), folder)
+
+
+def _ladder(all_: list[dict], folder) -> list[dict]:
     default = next((c for c in all_ if c.get("default")), None)
     if default is None:
         raise no_models_error(folder) if not all_ else LicError(f"no card in {zoo_dir(folder)} is marked default")
@@ -91,7 +94,7 @@ def choose(model: str | None = None, quality: int | None = None, folder=None) ->
                 return c
         raise LicError(f"no model {model!r} in the zoo; choose from {', '.join(c['name'] for c in all_)} "
                        "(python -m lic_utils models lists them)")
-    rungs = ladder(folder)
+    rungs = _ladder(all_, folder)
     if quality is not None:
         if not 1 <= quality <= len(rungs):
             raise LicError(f"--quality must be 1 … {len(rungs)} (1: fewest bits), got {quality}")
@@ -119,17 +122,27 @@ def load(card: dict):
     return model
 
 
-def model_for_file(lic_path, folder=None):
-    """(codec, card) of the zoo model that wrote a .lic file, found by the fingerprint in its header."""
+def writer_of(lic_path, folder=None) -> dict | None:
+    """The card of the zoo model that wrote a .lic file (the fingerprint in its header), or None."""
     from lic_utils import bitstream
 
-    lic = bitstream.parse(bitstream.read_bytes(lic_path))
-    card = find(lic.fingerprint, folder)
+    return find(bitstream.parse(bitstream.read_bytes(lic_path)).fingerprint, folder)
+
+
+def decoder_for(lic_path, checkpoint=None, folder=None):
+    """The codec that decodes a .lic file: `checkpoint` when given, else the zoo model that wrote
+    it (a one-line error naming --checkpoint when the zoo does not have it)."""
+    from lic_utils import bitstream, models
+
+    if checkpoint:
+        return models.load_checkpoint(checkpoint)
+    card = writer_of(lic_path, folder)
     if card is None:
-        raise LicError(f"{lic_path} was made by model weights {lic.fingerprint}, which are not in the zoo "
+        fp = bitstream.parse(bitstream.read_bytes(lic_path)).fingerprint
+        raise LicError(f"{lic_path} was made by model weights {fp}, which are not in the zoo "
                        f"({zoo_dir(folder)}; python -m lic_utils models lists it): pass --checkpoint "
                        "with the model that wrote it")
-    return load(card), card
+    return load(card)
 
 
 # --- writing ---------------------------------------------------------------------------------------
