@@ -7,7 +7,7 @@ PROFILE     ?= cpu
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STAMP       := $(VENV)/.installed
 
-.PHONY: study test figures book venv clean-venv
+.PHONY: study reference test figures book venv clean-venv
 
 venv: $(STAMP)
 
@@ -19,10 +19,16 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
-# Run the numbered notebooks in order, headless: the cpu profile executes them in place (the
+# Run the numbered notebooks in order, headless. Without PROFILE: the shipped models of zoo/ (no
+# training); PROFILE=cpu|smoke|gpu trains that profile's models first, PROFILE=reference retrains
+# the shipped ones and puts them in zoo/. The committed profile executes the notebooks in place (the
 # committed notebooks show their outputs), others write notebooks/executed/PROFILE/.
 study: $(STAMP)
-	$(PY) -m lic_utils study --profile $(PROFILE)
+	$(PY) -m lic_utils study $(if $(PROFILE),--profile $(PROFILE))
+
+# The shipped models from scratch (hours: see the README), then the study read from them.
+reference: $(STAMP)
+	$(PY) -m lic_utils study --profile reference
 
 # Redraw every figure from results/ alone (no training, no evaluation).
 figures: $(STAMP)

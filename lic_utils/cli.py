@@ -175,7 +175,10 @@ def _run_sweep(args) -> int:
 def _args_study(p: argparse.ArgumentParser) -> None:
     from lic_utils.profiles import PROFILES
 
-    p.add_argument("--profile", default="cpu", choices=list(PROFILES))
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="train this profile's models (resuming, reusing finished runs) and run the series "
+                        "with them (default: train nothing, read the zoo's shipped models: the "
+                        "reference profile)")
     p.add_argument("--only", nargs="*",
                    help="run only notebooks whose name starts with one of these (e.g. 00 05)")
     p.add_argument("--no-pretrain", action="store_true",
@@ -184,17 +187,29 @@ def _args_study(p: argparse.ArgumentParser) -> None:
 
 
 def _run_study(args) -> int:
-    from lic_utils import study
+    from lic_utils import study, zoo
 
+    shipped = args.profile is None  # the zoo's models, installed as finished runs: no training
+    profile = args.profile or study.SHIPPED_PROFILE
+    runs_dir = study.SHIPPED_RUNS if shipped else None
+    label = "shipped" if shipped else profile  # the timing table's
     if not args.only:
-        study.start_timings(args.profile)  # the timing table then describes this sitting alone
-        for name, n in study.prune_caches(args.profile).items():  # models of another grid
+        study.start_timings(label)  # the timing table then describes this sitting alone
+        for name, n in study.prune_caches(profile).items():  # models of another grid
             if n:
-                print(f"[study] {name}: {n} rows of models outside the {args.profile} grid dropped", flush=True)
-        if not args.no_pretrain:
-            study.train_all(args.profile)  # the whole grid, runs side by side; the notebooks reuse them
-    study.run_notebooks(profile=args.profile, only=args.only)
-    if args.profile == study.COMMITTED_PROFILE:  # the committed results are its
+                print(f"[study] {name}: {n} rows of models outside the {profile} grid dropped", flush=True)
+    if shipped:
+        n = zoo.install(profile, runs_dir)
+        print(f"[study] the zoo's {len(zoo.shipped_models(profile))} models of the {profile} study in "
+              f"{runs_dir} ({n} installed now); nothing is trained", flush=True)
+    elif not args.only and not args.no_pretrain:
+        study.train_all(profile)  # the whole grid, runs side by side; the notebooks reuse them
+    study.run_notebooks(profile=profile, only=args.only, label=label,
+                        parameters={"runs_dir": str(runs_dir)} if shipped else None)
+    if not shipped and profile == study.SHIPPED_PROFILE and not args.only:
+        print(f"[study] shipping the {profile} study's models to {zoo.zoo_dir()}", flush=True)
+        study.ship(profile)
+    if profile == study.COMMITTED_PROFILE:  # the committed results are its
         print("updated", study.update_readme())
     return 0
 

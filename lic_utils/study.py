@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lic_utils.errors import LicError
-from lic_utils.files import NOTEBOOKS_DIR, RESULTS_DIR
+from lic_utils.files import NOTEBOOKS_DIR, RESULTS_DIR, RUNS_DIR
 from lic_utils.profiles import LOSS_VARIANTS, Profile, get_profile
 
 TIMINGS_CSV = RESULTS_DIR / "study_timings.csv"  # wall time of each step of the study, per profile
 COMMITTED_PROFILE = "cpu"  # whose results, figures and executed notebooks the repository holds
+SHIPPED_PROFILE = "reference"  # whose models the zoo holds: `make study` reads them, trains nothing
+SHIPPED_RUNS = RUNS_DIR / "shipped"  # where they are installed as finished runs
 
 
 # --- what a notebook starts from ------------------------------------------------------------------
@@ -96,20 +98,32 @@ class Study:
 
 
 def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=None) -> Study:
-    """The one set-up call of every notebook: the profile's row, and results/, figures/, runs/
-    (the repository's unless a folder is given; created if missing). Also keeps CompressAI's import
-    notices out of the notebook and makes the plots use the study's theme."""
+    """The one set-up call of every notebook: the profile's row, and its results, figures and runs
+    folders (`profile_dirs` unless a folder is given; created if missing). Also keeps CompressAI's
+    import notices out of the notebook and makes the plots use the study's theme."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit notices of compressai
     from lic_utils import plots  # noqa: F401  (the study's theme)
-    from lic_utils.files import FIGURES_DIR, RUNS_DIR
+    from lic_utils.files import RUNS_DIR
 
-    s = Study(get_profile(profile), Path(results_dir or RESULTS_DIR),
-              Path(figures_dir or FIGURES_DIR), Path(runs_dir or RUNS_DIR))
+    p = get_profile(profile)
+    results, figures = profile_dirs(p.name)
+    s = Study(p, Path(results_dir or results), Path(figures_dir or figures), Path(runs_dir or RUNS_DIR))
     s.results.mkdir(parents=True, exist_ok=True)
     s.figures.mkdir(parents=True, exist_ok=True)
     return s
+
+
+def profile_dirs(profile: str) -> tuple[Path, Path]:
+    """(results, figures) folders of a profile's study: the repository's results/ and figures/ for
+    the committed profile, results/PROFILE/ and figures/PROFILE/ for the others, so that rerunning
+    another profile never overwrites the committed study."""
+    from lic_utils.files import FIGURES_DIR
+
+    if profile == COMMITTED_PROFILE:
+        return RESULTS_DIR, FIGURES_DIR
+    return RESULTS_DIR / profile, FIGURES_DIR / profile
 
 
 # --- the study's grid of trained models -----------------------------------------------------------
@@ -252,11 +266,11 @@ def train_runs(profile: str | Profile, runs_dir=None, group: str = "main", progr
     DataFrame. Finished runs are not retrained."""
     import pandas as pd
 
-    from lic_utils.sweeps import sweep
+    from lic_utils.sweeps import INDEX_COLUMNS, sweep
 
     p = get_profile(profile)
     train_base(p, runs_dir, progress)
-    frames = []
+    frames = [pd.DataFrame(columns=[*INDEX_COLUMNS, "channel_scale"])]  # a group may have no runs
     for spec in sweeps(p, runs_dir, group):
         if lmbdas is not None:
             spec.lmbdas = [lmbda for lmbda in spec.lmbdas if lmbda in lmbdas]
@@ -301,8 +315,10 @@ def executed_dir(profile: str) -> Path:
 
 
 def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None,
-                  parameters: dict | None = None, timings: Path | None = TIMINGS_CSV) -> list[Path]:
-    """Run the series in order with the given profile; returns the executed copies."""
+                  parameters: dict | None = None, timings: Path | None = TIMINGS_CSV,
+                  label: str | None = None) -> list[Path]:
+    """Run the series in order with the given profile; returns the executed copies. Wall times go
+    to the timing table under `label` (default: the profile's name)."""
     get_profile(profile)  # an unknown profile fails here, before the first notebook
     out_dir = out_dir or executed_dir(profile)
     params = {"profile": profile, **(parameters or {})}
@@ -314,8 +330,23 @@ def run_notebooks(profile: str = "cpu", only=None, out_dir: Path | None = None,
         seconds = time.perf_counter() - start
         print(f"[study] {path.name} done in {seconds / 60:.1f} min", flush=True)
         if timings is not None:
-            _log_timing(timings, path.name, profile, seconds)
+            _log_timing(timings, path.name, label or profile, seconds)
     return done
+
+
+def ship(profile: str = SHIPPED_PROFILE, runs_dir=None, progress: bool = True) -> list[Path]:
+    """Put a trained study's models in the zoo (lic_utils.zoo.export_profile): each with its Kodak
+    numbers on the profile's images (the study's cache, so no model is measured twice), and the
+    profile's `zoo_default` family's model nearest 0.2 bpp as compress's default."""
+    from lic_utils import evaluate, zoo
+
+    p = get_profile(profile)
+    if not p.zoo_default:
+        raise LicError(f"the {p.name} profile ships no models (its row has no zoo_default)")
+    images = evaluate.kodak_images(p.images, p.crop)
+    cache = profile_dirs(p.name)[0] / "learned_kodak.csv"
+    return zoo.export_profile(p.name, images, p.zoo_default, runs_dir=runs_dir, cache=cache,
+                              progress=progress)
 
 
 MODEL_CACHES = ("learned_kodak.csv", "matched_kodak.csv")  # rows keyed by model (lic_utils.evaluate)
@@ -334,7 +365,7 @@ def prune_caches(profile: str | Profile, results_dir=None, runs_dir=None) -> dic
     names = set(run_names(profile, runs_dir))
     dropped = {}
     for name in MODEL_CACHES:
-        path = Path(results_dir or RESULTS_DIR) / name
+        path = Path(results_dir or profile_dirs(get_profile(profile).name)[0]) / name
         if not path.exists():
             continue
         rows = read_rows(path)

@@ -24,6 +24,7 @@ from lic_utils.files import REPO
 
 ZOO_DIR = REPO / "zoo"
 CARD_VERSION = 1
+CURVE_POINTS = 200  # training rows a card keeps of its run's log (plus validations and guard events)
 KODAK_MEASURES = ("bpp", "psnr", "ms_ssim", "lpips", "ssimulacra2", "encode_ms", "decode_ms")
 
 
@@ -170,13 +171,31 @@ def log_summary(run_dir) -> dict:
             "guard_events": final.get("events", 0), "validation": val}
 
 
+def curve(run_dir, points: int = CURVE_POINTS) -> str:
+    """A run's log.csv in at most `points` training rows (means over equal runs of rows, at the
+    last step of each) plus every validation and guard-event row, as CSV text: the card's training
+    curve, which `install` writes back as a log.csv that notebook 04 can plot."""
+    import pandas as pd
+
+    from lic_utils.run_folder import LOG_COLUMNS, read_log
+
+    log = read_log(run_dir).reindex(columns=LOG_COLUMNS)
+    trained = log["loss"].notna()
+    rows = log[trained].reset_index(drop=True)
+    window = rows.index // max(1, math.ceil(len(rows) / points))
+    means = rows.drop(columns="event").groupby(window).mean()
+    means["step"] = rows.groupby(window)["step"].last()
+    merged = pd.concat([means, log[~trained]]).sort_values("step", kind="stable")
+    return merged[LOG_COLUMNS].to_csv(index=False, float_format="%.6g")
+
+
 def export(run_dir, name: str, kodak, profile: str, family: str, default: bool = False,
            folder=None) -> Path:
     """Write zoo/NAME.pt (weights only) and zoo/NAME.json from a finished run and its Kodak rows
     (evaluate.evaluate_model: one row per image, real files). Returns the card's path."""
     from lic_utils import data, models
     from lic_utils.files import atomic_write_text
-    from lic_utils.run_folder import read_run_config
+    from lic_utils.run_folder import read_final, read_run_config
 
     run_dir = Path(run_dir)
     model = models.load_checkpoint(run_dir / "checkpoint.pt")
@@ -192,6 +211,8 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
         training["base"] = {**log_summary(base_dir), "config": read_run_config(base_dir).to_dict()}
         training["config"]["init_from"] = base_dir.name  # not this machine's path
         training["base"]["config"]["init_from"] = ""
+    training["final"] = {k: v for k, v in read_final(run_dir).items() if k not in ("checkpoint", "config")}
+    training["curve"] = curve(run_dir)
     card = {
         "card_version": CARD_VERSION, "name": name, "family": family, "default": default,
         "lmbda": cfg.loss.lmbda, "beta": cfg.loss.beta, "gamma": cfg.loss.gamma,
@@ -204,3 +225,104 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
     }
     return atomic_write_text(folder / f"{name}.json", json.dumps(card, indent=2) + "\n")
 
+
+
+# --- a profile's study, shipped and read back --------------------------------------------------------
+def shipped_models(profile: str, runs_dir=None) -> list[tuple[str, str, Path, object]]:
+    """(zoo name, family, run folder, TrainConfig) of every model a profile ships: its base run and
+    every run of its study's grid (lic_utils.study). The name is the run's (`factorized-mse-l0.004`);
+    the family is the loss variant, with the prior when not factorized and the run's tag
+    (`mse`, `lpips`, `hyperprior-mse`, `mse-noscale`); the base is `base-mse-lλ` of family `base`."""
+    from lic_utils import study
+
+    out = []
+    base = study.base_run(profile, runs_dir)
+    if base is not None:
+        out.append((f"base-mse-l{base[1].loss.lmbda:g}", "base", base[0], base[1]))
+    for group in study.GROUPS:
+        for spec in study.sweeps(profile, runs_dir, group):
+            for name, point, cfg in spec.runs():
+                prior = "" if point["prior"] == "factorized" else point["prior"]
+                family = "-".join(part for part in (prior, point["variant"], spec.tag) if part)
+                out.append((name, family, Path(spec.out) / name, cfg))
+    return out
+
+
+def export_profile(profile: str, images: list, default_family: str, default_bpp: float = 0.2,
+                   runs_dir=None, cache=None, folder=None, progress: bool = True) -> list[Path]:
+    """Ship a profile's trained study: every model of `shipped_models` into the zoo, with its Kodak
+    rows on `images` (evaluate.evaluate_model, cached in `cache` by fingerprint). The default is the
+    model of `default_family` whose Kodak bpp is nearest `default_bpp`. Returns the cards written."""
+    from tqdm.auto import tqdm
+
+    from lic_utils import evaluate
+    from lic_utils.run_folder import run_status
+
+    todo = shipped_models(profile, runs_dir)
+    unfinished = [name for name, _, run_dir, _ in todo if run_status(run_dir) != "done"]
+    if unfinished:
+        raise LicError(f"{len(unfinished)} model(s) of the {profile} study have not finished training "
+                       f"({', '.join(unfinished[:3])}): run make study PROFILE={profile} first")
+    kodak = {name: evaluate.evaluate_model(run_dir, images, cache=cache, progress=False)
+             for name, _, run_dir, _ in tqdm(todo, desc="Kodak, shipped models", unit="model",
+                                             disable=not progress)}
+    family = [name for name, fam, _, _ in todo if fam == default_family]
+    if not family:
+        raise LicError(f"the {profile} study has no model of family {default_family!r}")
+    default = min(family, key=lambda n: abs(kodak[n]["bpp"].mean() - default_bpp))
+    return [export(run_dir, name, kodak[name], profile=profile, family=fam, default=name == default,
+                   folder=folder) for name, fam, run_dir, _ in todo]
+
+
+def install(profile: str, runs_dir, folder=None, only=None) -> int:
+    """Make every model the profile ships (or those named in `only`) a finished run folder under
+    `runs_dir`, read from the zoo: its weights as checkpoint.pt, its config, final.json and the
+    card's training curve as log.csv. The study then reads the shipped models through the code that
+    reads the models trained here, and trains nothing; installing the base alone lets the fine-tunes
+    be retrained from it. Checks each card's training config against the profile's row. Returns the
+    number of runs installed now (finished run folders are kept)."""
+    import shutil
+
+    from lic_utils.files import atomic_write_text
+    from lic_utils.run_folder import run_status
+
+    by_name = {c["name"]: c for c in cards(folder)}
+    todo = [m for m in shipped_models(profile, runs_dir) if only is None or m[0] in only]
+    missing = [name for name, *_ in todo if name not in by_name]
+    if missing:
+        raise LicError(f"the zoo ({zoo_dir(folder)}) lacks {len(missing)} of the {profile} study's "
+                       f"{len(todo)} models ({', '.join(missing[:3])}): restore it with git checkout -- "
+                       f"zoo/, or train them with make study PROFILE={profile}")
+    n = 0
+    for name, _, run_dir, cfg in todo:
+        if run_status(run_dir) == "done":
+            continue
+        card = by_name[name]
+        _check_trained_as(card, cfg)
+        load(card)  # the weights are the card's
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        atomic_write_text(run_dir / "log.csv", card["training"]["curve"])
+        tmp = run_dir / "checkpoint.pt.tmp"
+        shutil.copyfile(card["path"], tmp)
+        tmp.replace(run_dir / "checkpoint.pt")
+        final = {**card["training"]["final"], "checkpoint": str(run_dir / "checkpoint.pt"),
+                 "config": cfg.to_dict(), "installed_from": str(card["path"])}
+        atomic_write_text(run_dir / "final.json", json.dumps(final, indent=2) + "\n")  # last: done
+        n += 1
+    return n
+
+
+def _check_trained_as(card: dict, cfg) -> None:
+    """Refuse a card whose training config is not the profile's (another version of the study)."""
+    from lic_utils.config import TrainConfig
+
+    shipped = TrainConfig.from_dict(card["training"]["config"]).run_fields()
+    wanted = cfg.run_fields()
+    wanted["init_from"] = Path(wanted["init_from"]).parent.name if wanted["init_from"] else ""
+    diff = sorted(k for k in wanted if shipped.get(k) != wanted[k])
+    if diff:
+        raise LicError(f"zoo model {card['name']} was trained with other settings than the "
+                       f"{card['training']['profile']} profile now has ({', '.join(diff)}): retrain the "
+                       f"zoo with make study PROFILE={card['training']['profile']}, or check out the "
+                       "code it was trained with")

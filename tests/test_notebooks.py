@@ -69,3 +69,72 @@ def test_make_figures_redraws_the_notebooks_figures(study_dirs, tmp_path):
     byte for byte."""
     for path in study.redraw_figures(study_dirs["results"], tmp_path, "smoke"):
         assert path.read_bytes() == (study_dirs["figures"] / path.name).read_bytes(), path.name
+
+
+def test_the_study_reads_shipped_models_and_trains_nothing(study_dirs, tmp_path, monkeypatch):
+    """`make study` without PROFILE: a profile's models shipped in the zoo (here the smoke study's,
+    by zoo.export_profile as `make study PROFILE=reference` does) are installed as finished runs;
+    the study then trains nothing, reads the same weights (the evaluation cache hits them by
+    fingerprint) and notebook 04 plots their training curves from the cards."""
+    import shutil
+
+    import pandas as pd
+
+    from lic_utils import evaluate, models, zoo
+
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    results = tmp_path / "results"
+    shutil.copytree(study_dirs["results"], results)
+    images = evaluate.kodak_images(2, 256)  # the smoke profile's
+    cards = zoo.export_profile("smoke", images, "mse", runs_dir=study_dirs["runs"],
+                               cache=results / "learned_kodak.csv", progress=False)
+    shipped = zoo.shipped_models("smoke", study_dirs["runs"])
+    assert sorted(p.stem for p in cards) == sorted(name for name, *_ in shipped)
+    mse = [c for c in zoo.cards() if c["family"] == "mse"]
+    default = [c for c in mse if c["default"]]
+    assert len(default) == 1 and sum(c["default"] for c in zoo.cards()) == 1
+    assert abs(default[0]["kodak"]["bpp"] - 0.2) == min(abs(c["kodak"]["bpp"] - 0.2) for c in mse)
+
+    installed = tmp_path / "runs"
+    assert zoo.install("smoke", installed) == len(shipped)
+    assert zoo.install("smoke", installed) == 0  # finished run folders are kept
+    assert study.train_all("smoke", installed, progress=False, timings=None) == 0
+    for (name, _, trained, _), (_, _, run, _) in zip(shipped, zoo.shipped_models("smoke", installed)):
+        assert run != trained
+        assert (models.load_checkpoint(run / "checkpoint.pt").fingerprint()
+                == models.load_checkpoint(trained / "checkpoint.pt").fingerprint()), name
+    rows_before = len(pd.read_csv(results / "learned_kodak.csv"))
+    for path in NOTEBOOKS[4:6]:  # 04 (training curves) and 05 (evaluation): no training, no new model
+        out = study.run_notebook(path, tmp_path / "executed", progress=False, parameters={
+            "profile": "smoke", "results_dir": str(results), "figures_dir": str(tmp_path / "figures"),
+            "runs_dir": str(installed)})
+        text = out.read_text()
+        assert '"output_type": "error"' not in text
+    assert "nothing (all runs reused)" in (tmp_path / "executed" / NOTEBOOKS[4].name).read_text()
+    assert len(pd.read_csv(results / "learned_kodak.csv")) == rows_before
+
+
+def test_installing_refuses_a_zoo_of_other_settings_or_missing_models(study_dirs, tmp_path, monkeypatch):
+    import json
+
+    from lic_utils import evaluate, zoo
+    from lic_utils.errors import LicError
+
+    folder = tmp_path / "zoo"
+    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    zoo.export_profile("smoke", evaluate.kodak_images(2, 256), "mse", runs_dir=study_dirs["runs"],
+                       cache=study_dirs["results"] / "learned_kodak.csv", progress=False)
+    card_path = folder / "factorized-lpips-l0.004.json"
+    card = json.loads(card_path.read_text())
+    card["training"]["config"]["loss"]["gamma"] = 0.5
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(LicError, match=r"factorized-lpips-l0.004 was trained with other settings than the "
+                                       r"smoke profile now has \(gamma\)"):
+        zoo.install("smoke", tmp_path / "runs")
+    card_path.unlink()
+    with pytest.raises(LicError, match=r"lacks 1 of the smoke study's 22 models \(factorized-lpips-l0.004\)"):
+        zoo.install("smoke", tmp_path / "runs2")
+    # the base alone, for retraining the fine-tunes from it on a machine without runs/
+    assert zoo.install("smoke", tmp_path / "runs3", only=["base-mse-l0.004"]) == 1
+    assert study.train_base("smoke", tmp_path / "runs3", progress=False) is False
+    assert [p.name for p in (tmp_path / "runs3").iterdir()] == ["study-smoke-base"]

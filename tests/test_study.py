@@ -195,3 +195,29 @@ def test_the_committed_profile_executes_the_notebooks_in_place():
 
     assert study.executed_dir(study.COMMITTED_PROFILE) == NOTEBOOKS_DIR
     assert study.executed_dir("smoke") == NOTEBOOKS_DIR / "executed" / "smoke"
+
+
+def test_each_profile_has_its_own_results_and_figures():
+    """Rerunning another profile never overwrites the committed study's tables and figures."""
+    from lic_utils.files import FIGURES_DIR, RESULTS_DIR
+
+    assert study.profile_dirs(study.COMMITTED_PROFILE) == (RESULTS_DIR, FIGURES_DIR)
+    others = [p for p in PROFILES if p != study.COMMITTED_PROFILE]
+    assert {study.profile_dirs(p) for p in others} == {(RESULTS_DIR / p, FIGURES_DIR / p) for p in others}
+    s = study.setup("smoke", runs_dir="/nonexistent")  # creates the folders: removed again below
+    try:
+        assert (s.results, s.figures) == (RESULTS_DIR / "smoke", FIGURES_DIR / "smoke")
+    finally:
+        for d in (s.results, s.figures):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+
+
+def test_a_profile_with_one_seed_and_no_extra_variants_has_empty_groups(tmp_path):
+    """The reference profile has no γ sweep; a profile with one seed has no seed group: their groups
+    are empty tables with the index's columns, so the notebooks concatenate them as they are."""
+    one = dataclasses.replace(get_profile("smoke"), seeds=1, extra_variants={}, base={})
+    assert study.sweeps(one, tmp_path, "seeds") == []
+    for group in ("loss", "seeds"):
+        df = study.train_runs(one, tmp_path, group, progress=False)
+        assert df.empty and {"name", "checkpoint", "channel_scale"} <= set(df.columns)
