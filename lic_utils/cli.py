@@ -255,11 +255,21 @@ def _run_evaluate(args) -> int:
 # --- the learned codec: .lic files ------------------------------------------------------------------
 def _args_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the full cards as JSON")
+    p.add_argument("--verify", action="store_true",
+                   help="evaluate every model again on Kodak (real files) and compare with its card")
 
 
 def _run_models(args) -> int:
     from lic_utils import zoo
 
+    if args.verify:
+        checked = zoo.verify()
+        bad = checked[~checked["match"]]
+        print(checked.pivot(index="model", columns="measure", values="measured").to_string()
+              if bad.empty else bad.to_string(index=False))
+        print(f"{checked['model'].nunique()} models, {len(checked)} numbers: "
+              + ("all match their cards" if bad.empty else f"{len(bad)} differ from their cards"))
+        return 0 if bad.empty else 1
     if args.json:
         _print_json(zoo.cards())
         return 0

@@ -171,6 +171,16 @@ def log_summary(run_dir) -> dict:
             "guard_events": final.get("events", 0), "validation": val}
 
 
+def _crop_of(names) -> int | None:
+    """The centre crop of evaluate.kodak_images that named these images (`kodim01-c256`), or None."""
+    import re
+
+    crops = {int(m.group(1)) if (m := re.search(r"-c(\d+)$", n)) else None for n in names}
+    if len(crops) != 1:
+        raise LicError(f"Kodak rows of mixed crops {sorted(map(str, crops))}: give one evaluation set")
+    return crops.pop()
+
+
 def curve(run_dir, points: int = CURVE_POINTS) -> str:
     """A run's log.csv in at most `points` training rows (means over equal runs of rows, at the
     last step of each) plus every validation and guard-event row, as CSV text: the card's training
@@ -220,7 +230,7 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
         "model": model.config.to_dict(),
         "file": {"name": pt.name, "bytes": pt.stat().st_size, "sha256": data.sha256_file(pt)},
         "training": training, "data": data_checksums(),
-        "kodak": {"images": int(kodak["image"].nunique()),
+        "kodak": {"images": int(kodak["image"].nunique()), "crop": _crop_of(kodak["image"]),
                   **{k: round(float(kodak[k].mean()), 5) for k in KODAK_MEASURES if k in kodak}},
     }
     return atomic_write_text(folder / f"{name}.json", json.dumps(card, indent=2) + "\n")
@@ -326,3 +336,31 @@ def _check_trained_as(card: dict, cfg) -> None:
                        f"{card['training']['profile']} profile now has ({', '.join(diff)}): retrain the "
                        f"zoo with make study PROFILE={card['training']['profile']}, or check out the "
                        "code it was trained with")
+
+
+VERIFIED_MEASURES = ("bpp", "psnr", "ms_ssim", "lpips", "ssimulacra2")  # deterministic (not the ms)
+
+
+def verify(folder=None, progress: bool = True):
+    """Evaluate every zoo model again on its card's Kodak images (real files, no cache) and compare
+    with the card: a DataFrame of model, measure, card, measured, match (equal to the card's 5
+    decimals). What `python -m lic_utils models --verify` prints."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from lic_utils import evaluate
+
+    all_ = cards(folder)
+    if not all_:
+        raise no_models_error(folder)
+    rows = []
+    for card in tqdm(all_, desc="re-evaluating the zoo", unit="model", disable=not progress):
+        load(card)  # the weights are the card's
+        images = evaluate.kodak_images(card["kodak"]["images"], card["kodak"].get("crop"))
+        measured = evaluate.evaluate_model(card["path"], images, progress=False)
+        for k in VERIFIED_MEASURES:
+            if k in card["kodak"] and k in measured:
+                value = round(float(measured[k].mean()), 5)
+                rows.append({"model": card["name"], "measure": k, "card": card["kodak"][k],
+                             "measured": value, "match": value == card["kodak"][k]})
+    return pd.DataFrame(rows)

@@ -162,3 +162,20 @@ def test_retraining_a_shipped_model_reproduces_its_fingerprint(shipped, tmp_path
                                         "init_from": str(tmp_path / "base" / "checkpoint.pt")})
     train.train(cfg, tmp_path / "again")
     assert models.load_checkpoint(tmp_path / "again" / "checkpoint.pt").fingerprint() == card["fingerprint"]
+
+
+def test_models_verify_evaluates_every_card_again(in_zoo, capsys):
+    """The zoo's numbers (the README's) are checked against a fresh evaluation with real files."""
+    folder = in_zoo[0]
+    code, out, _ = run_cli(capsys, "models", "--verify")
+    assert code == 0 and "3 models, 15 numbers: all match their cards" in out
+    original = (folder / "mse-lo.json").read_text()
+    card = json.loads(original)
+    assert card["kodak"]["crop"] == 64
+    card["kodak"]["psnr"] += 0.01
+    (folder / "mse-lo.json").write_text(json.dumps(card))
+    try:
+        code, out, _ = run_cli(capsys, "models", "--verify")
+        assert code == 1 and "1 differ from their cards" in out and "mse-lo" in out and "psnr" in out
+    finally:
+        (folder / "mse-lo.json").write_text(original)
