@@ -189,6 +189,8 @@ def _args_study(p: argparse.ArgumentParser) -> None:
 def _run_study(args) -> int:
     from lic_utils import study, zoo
 
+    from lic_utils.files import RUNS_DIR
+
     shipped = args.profile is None  # the zoo's models, installed as finished runs: no training
     profile = args.profile or study.SHIPPED_PROFILE
     runs_dir = study.SHIPPED_RUNS if shipped else None
@@ -204,8 +206,9 @@ def _run_study(args) -> int:
               f"{runs_dir} ({n} installed now); nothing is trained", flush=True)
     elif not args.only and not args.no_pretrain:
         study.train_all(profile)  # the whole grid, runs side by side; the notebooks reuse them
+    # the shipped profile's notebooks read the zoo unless given runs/ (study.setup): retraining gives it
     study.run_notebooks(profile=profile, only=args.only, label=label,
-                        parameters={"runs_dir": str(runs_dir)} if shipped else None)
+                        parameters=None if shipped else {"runs_dir": str(RUNS_DIR)})
     if not shipped and profile == study.SHIPPED_PROFILE and not args.only:
         print(f"[study] shipping the {profile} study's models to {zoo.zoo_dir()}", flush=True)
         study.ship(profile)

@@ -99,8 +99,11 @@ class Study:
 
 def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=None) -> Study:
     """The one set-up call of every notebook: the profile's row, and its results, figures and runs
-    folders (`profile_dirs` unless a folder is given; created if missing). Also keeps CompressAI's
-    import notices out of the notebook and makes the plots use the study's theme."""
+    folders (`profile_dirs` unless a folder is given; created if missing). The shipped profile's
+    runs default to its models from the zoo, installed as finished runs in SHIPPED_RUNS, so that a
+    reader running a notebook trains nothing (`make study PROFILE=reference` gives runs/ to retrain
+    them). Also keeps CompressAI's import notices out of the notebook and makes the plots use the
+    study's theme."""
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit notices of compressai
@@ -108,6 +111,11 @@ def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=Non
     from lic_utils.files import RUNS_DIR
 
     p = get_profile(profile)
+    if runs_dir is None and p.name == SHIPPED_PROFILE:
+        from lic_utils import zoo
+
+        runs_dir = SHIPPED_RUNS
+        zoo.install(p.name, runs_dir)  # quick once installed: finished runs are kept
     results, figures = profile_dirs(p.name)
     s = Study(p, Path(results_dir or results), Path(figures_dir or figures), Path(runs_dir or RUNS_DIR))
     s.results.mkdir(parents=True, exist_ok=True)
@@ -440,11 +448,12 @@ README_BEGIN = "<!-- BEGIN study-results (written by `make figures` from results
 README_END = "<!-- END study-results -->"
 
 
-def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> str:
+def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None, zoo_folder=None) -> str:
     """Markdown for the README: the key figure, the original claims' verdicts (summary_claims.csv),
-    where the learned models stand against each codec (summary_standing.csv and
-    summary_verdicts.csv; all written by compare.summarize in notebook 09) and how long each step of
-    the study took (study_timings.csv)."""
+    every curve at 0.2 bpp (summary_at.csv), the shipped models (zoo cards), where the learned models
+    stand against each codec (summary_standing.csv and summary_verdicts.csv; all written by
+    compare.summarize in notebook 09) and how long each kind of study and each of its steps took
+    (study_timings.csv)."""
     from lic_utils.files import FIGURES_DIR
 
     results_dir = Path(results_dir or RESULTS_DIR)
@@ -453,10 +462,70 @@ def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None) -> 
         if key_figure.exists() else []
     parts += _claims_section(results_dir / "summary_claims.csv")
     parts += _at_section(results_dir / "summary_at.csv")
+    parts += _zoo_section(zoo_folder)
     parts += _standing_section(results_dir / "summary_standing.csv")
     parts += _verdicts_section(results_dir / "summary_verdicts.csv")
+    parts += _sittings_section(results_dir / "study_timings.csv", zoo_folder)
     parts += _timings_section(results_dir / "study_timings.csv", profile)
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _zoo_section(folder=None) -> list[str]:
+    """The shipped models as the cards say (zoo.table): what `python -m lic_utils models` lists and
+    `models --verify` checks against a fresh evaluation."""
+    import pandas as pd
+
+    from lic_utils import zoo
+
+    t = zoo.table(folder)
+    if t.empty:
+        return []
+    lines = [f"The shipped models (`zoo/`, {len(t)} files of weights, {t.MB.sum():.0f} MB in all; "
+             "Kodak, 24 images, real `.lic` files; * the default of `compress`, `--quality K` walks "
+             "its family from fewest bits):", "",
+             "| model | quality | bpp | PSNR (dB) | MS-SSIM | LPIPS ↓ | SSIMULACRA2 ↑ |",
+             "|---|---|---|---|---|---|---|"]
+    for r in t.itertuples():
+        q = f"{int(r.quality)}" if pd.notna(r.quality) else ""
+        s2 = f"{r.ssimulacra2:.1f}" if pd.notna(r.ssimulacra2) else "–"
+        lines.append(f"| {r.model}{' *' if r.default else ''} | {q} | {r.bpp:.3f} | {r.psnr:.2f} | "
+                     f"{r.ms_ssim:.4f} | {r.lpips:.3f} | {s2} |")
+    return lines + [""]
+
+
+# what each timing label's sitting is, for the README (study_timings.csv's `profile` column)
+SITTINGS = {"shipped": "`make study`: the shipped models read, nothing trained",
+            "reference": "`make reference`: the shipped models trained from scratch, then read",
+            "cpu": "`make study PROFILE=cpu`: the laptop study trained from scratch, then read"}
+
+
+def _sittings_section(path: Path, folder=None) -> list[str]:
+    """How long each kind of `make study` took here (study_timings.csv), the reference's base run
+    from its zoo card when it was trained in a sitting of its own."""
+    import pandas as pd
+
+    from lic_utils import zoo
+
+    t = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["profile", "notebook", "seconds"])
+    lines = []
+    for label, what in SITTINGS.items():
+        rows = t[t.profile == label]
+        if not len(rows):
+            continue
+        minutes, parts = rows.seconds.sum() / 60, []
+        base = [c for c in zoo.cards(folder) if c["family"] == "base"] if label == SHIPPED_PROFILE else []
+        if base and not rows.notebook.str.startswith("train_all: base").any():
+            minutes += base[0]["training"]["minutes"]
+            parts.append(f"base run {base[0]['training']['minutes']:.0f} min (its card)")
+        trained = rows[rows.notebook.str.startswith("train_all")].seconds.sum() / 60
+        if trained:
+            parts.append(f"training {trained:.0f} min")
+        parts.append(f"notebooks {rows[rows.notebook.str.endswith('.ipynb')].seconds.sum() / 60:.0f} min")
+        lines.append(f"| {what} | **{minutes:.0f} min** | {'; '.join(parts)} |")
+    if not lines:
+        return []
+    return ["Wall time on 2 CPU cores, measured (`results/study_timings.csv`):", "",
+            "| command | minutes | of which |", "|---|---|---|", *lines, ""]
 
 
 def _claims_section(path: Path) -> list[str]:
@@ -558,7 +627,8 @@ def _timings_section(path: Path, profile: str) -> list[str]:
     return lines + [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
 
 
-def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_dir=None) -> Path:
+def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_dir=None,
+                  zoo_folder=None) -> Path:
     """Rewrite the README's results section (between README_BEGIN and README_END) from results/."""
     from lic_utils.files import REPO, atomic_write_text
 
@@ -569,6 +639,6 @@ def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_d
                        f"{README_END!r}")
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    section = readme_results(results_dir, profile, figures_dir)
+    section = readme_results(results_dir, profile, figures_dir, zoo_folder)
     atomic_write_text(readme, head + README_BEGIN + "\n" + section + README_END + tail)
     return readme

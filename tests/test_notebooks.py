@@ -98,6 +98,12 @@ def test_the_study_reads_shipped_models_and_trains_nothing(study_dirs, tmp_path,
     installed = tmp_path / "runs"
     assert zoo.install("smoke", installed) == len(shipped)
     assert zoo.install("smoke", installed) == 0  # finished run folders are kept
+    # a notebook of the shipped profile given no runs folder reads the zoo's models (installed once)
+    monkeypatch.setattr(study, "SHIPPED_PROFILE", "smoke")
+    monkeypatch.setattr(study, "SHIPPED_RUNS", tmp_path / "shipped")
+    S = study.setup("smoke", results, tmp_path / "figures")
+    assert S.runs == tmp_path / "shipped" and S.train("main").status.eq("done").all()
+    assert len(list((tmp_path / "shipped").glob("*/*/final.json"))) == len(shipped)
     assert study.train_all("smoke", installed, progress=False, timings=None) == 0
     for (name, _, trained, _), (_, _, run, _) in zip(shipped, zoo.shipped_models("smoke", installed)):
         assert run != trained

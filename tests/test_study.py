@@ -41,8 +41,11 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
                    "lpips": 0.2, "ssimulacra2": 40.0}]).to_csv(results / "summary_at.csv", index=False)
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{study.README_BEGIN}\nold text\n{study.README_END}\nafter\n")
-    study.update_readme(readme, results, figures_dir=figures)
+    study.update_readme(readme, results, figures_dir=figures, zoo_folder=tmp_path / "no-zoo")
     text = readme.read_text()
+    assert "The shipped models" not in text  # an empty zoo: no table
+    assert "| `make study PROFILE=cpu`: the laptop study trained from scratch, then read | **10 min** | " \
+           "training 10 min; notebooks 0 min |" in text
     assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
     assert "| factorized · mse | 27.21 | 0.9280 | 0.370 | 5.7 |" in text
     assert "| webp (classical) | 27.82 | 0.9300 | 0.319 | -0.3 |" in text and "| 31.00 |" not in text
@@ -54,7 +57,7 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
             "LPIPS better at 1 of 3 points (lpips at 0.23 bpp), Δ -0.080 to +0.260.") in text
     assert "| **total** | **10.5** |" in text and "smoke" not in text  # 600 s + 30 s, cpu rows only
     (figures / "09_summary_rd.png").write_bytes(b"png")
-    study.update_readme(readme, results, figures_dir=figures)
+    study.update_readme(readme, results, figures_dir=figures, zoo_folder=tmp_path / "no-zoo")
     assert readme.read_text().count("figures/09_summary_rd.png") == 1 and readme.read_text().count(study.README_BEGIN) == 1
 
 

@@ -179,3 +179,16 @@ def test_models_verify_evaluates_every_card_again(in_zoo, capsys):
         assert code == 1 and "1 differ from their cards" in out and "mse-lo" in out and "psnr" in out
     finally:
         (folder / "mse-lo.json").write_text(original)
+
+
+def test_the_readme_lists_the_zoo_from_its_cards(shipped):
+    from lic_utils import study
+
+    folder, _ = shipped
+    lines = study._zoo_section(folder)
+    assert "3 files of weights" in lines[0]
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| model")]
+    assert [r.split(" | ")[0] for r in rows] == ["| " + c["name"] + (" *" if c["default"] else "")
+                                                 for c in zoo.cards(folder)]
+    card = next(c for c in zoo.cards(folder) if c["name"] == "lpips-hi")
+    assert f"| lpips-hi |  | {card['kodak']['bpp']:.3f} | {card['kodak']['psnr']:.2f} |" in "\n".join(rows)
