@@ -273,9 +273,11 @@ def export_profile(profile: str, images: list, default_family: str, default_bpp:
     if unfinished:
         raise LicError(f"{len(unfinished)} model(s) of the {profile} study have not finished training "
                        f"({', '.join(unfinished[:3])}): run make study PROFILE={profile} first")
-    kodak = {name: evaluate.evaluate_model(run_dir, images, cache=cache, progress=False)
-             for name, _, run_dir, _ in tqdm(todo, desc="Kodak, shipped models", unit="model",
-                                             disable=not progress)}
+    # the base is no model of the study's tables: its rows stay out of the study's cache
+    kodak = {name: evaluate.evaluate_model(run_dir, images, cache=None if fam == "base" else cache,
+                                           progress=False)
+             for name, fam, run_dir, _ in tqdm(todo, desc="Kodak, shipped models", unit="model",
+                                               disable=not progress)}
     family = [name for name, fam, _, _ in todo if fam == default_family]
     if not family:
         raise LicError(f"the {profile} study has no model of family {default_family!r}")

@@ -110,6 +110,7 @@ def test_the_study_reads_shipped_models_and_trains_nothing(study_dirs, tmp_path,
         assert (models.load_checkpoint(run / "checkpoint.pt").fingerprint()
                 == models.load_checkpoint(trained / "checkpoint.pt").fingerprint()), name
     rows_before = len(pd.read_csv(results / "learned_kodak.csv"))
+    assert not pd.read_csv(results / "learned_kodak.csv").model.str.startswith("base").any()
     for path in NOTEBOOKS[4:6]:  # 04 (training curves) and 05 (evaluation): no training, no new model
         out = study.run_notebook(path, tmp_path / "executed", progress=False, parameters={
             "profile": "smoke", "results_dir": str(results), "figures_dir": str(tmp_path / "figures"),
