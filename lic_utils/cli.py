@@ -392,14 +392,14 @@ def _args_figures(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--results", default=None, help="folder of the tables (default: results/)")
     p.add_argument("--figures", default=None, help="folder of the figures (default: figures/)")
-    p.add_argument("--profile", default="cpu", choices=list(PROFILES),
-                   help="the profile the tables come from (default: cpu, the committed results)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="the profile the tables come from (default: the committed results')")
 
 
 def _run_figures(args) -> int:
     from lic_utils import study
 
-    for path in study.redraw_figures(args.results, args.figures, args.profile):
+    for path in study.redraw_figures(args.results, args.figures, args.profile or study.COMMITTED_PROFILE):
         print(path)
     if args.results is None:  # the committed results: the README's results section follows them
         print(study.update_readme())
@@ -411,14 +411,15 @@ def _args_book(p: argparse.ArgumentParser) -> None:
     from lic_utils.profiles import PROFILES
 
     p.add_argument("--out", default=None, help="folder of the site (default: site/)")
-    p.add_argument("--profile", default="cpu", choices=list(PROFILES),
-                   help="whose trained runs the comparison page shows when the zoo is empty (default: cpu)")
+    p.add_argument("--profile", default=None, choices=list(PROFILES),
+                   help="whose executed notebooks the site shows, and whose trained runs the comparison "
+                        "page shows when the zoo is empty (default: the committed study's)")
 
 
 def _run_book(args) -> int:
-    from lic_utils import site
+    from lic_utils import site, study
 
-    index = site.build(args.out, profile=args.profile)
+    index = site.build(args.out, profile=args.profile or study.COMMITTED_PROFILE)
     print(f"open {index.resolve().as_uri()}")
     return 0
 

@@ -307,6 +307,9 @@ def build(out_dir=None, profile: str = "cpu", notebooks_dir=None, images=COMPARE
                        f"PROFILE={profile} first")
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = write_notebooks(paths, out_dir)
+    from lic_utils import study
+
     models = comparison_models(profile) if models is None else models
     write_comparison(comparison_data(models, images, out_dir, part, progress), out_dir)
-    return write_index(pages, out_dir)
+    results, figures = study.profile_dirs(profile)
+    return write_index(pages, out_dir, results, figures)

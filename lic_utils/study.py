@@ -448,7 +448,8 @@ README_BEGIN = "<!-- BEGIN study-results (written by `make figures` from results
 README_END = "<!-- END study-results -->"
 
 
-def readme_results(results_dir=None, profile: str = "cpu", figures_dir=None, zoo_folder=None) -> str:
+def readme_results(results_dir=None, profile: str = COMMITTED_PROFILE, figures_dir=None,
+                   zoo_folder=None) -> str:
     """Markdown for the README: the key figure, the original claims' verdicts (summary_claims.csv),
     every curve at 0.2 bpp (summary_at.csv), the shipped models (zoo cards), where the learned models
     stand against each codec (summary_standing.csv and summary_verdicts.csv; all written by
@@ -627,7 +628,7 @@ def _timings_section(path: Path, profile: str) -> list[str]:
     return lines + [f"| **total** | **{t.seconds.sum() / 60:.1f}** | |", ""]
 
 
-def update_readme(readme=None, results_dir=None, profile: str = "cpu", figures_dir=None,
+def update_readme(readme=None, results_dir=None, profile: str = COMMITTED_PROFILE, figures_dir=None,
                   zoo_folder=None) -> Path:
     """Rewrite the README's results section (between README_BEGIN and README_END) from results/."""
     from lic_utils.files import REPO, atomic_write_text
