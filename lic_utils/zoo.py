@@ -80,7 +80,10 @@ def ladder(folder=None) -> list[dict]:
 def _ladder(all_: list[dict], folder) -> list[dict]:
     default = next((c for c in all_ if c.get("default")), None)
     if default is None:
-        raise no_models_error(folder) if not all_ else LicError(f"no card in {zoo_dir(folder)} is marked default")
+        if not all_:
+            raise no_models_error(folder)
+        raise LicError(f"no model in {zoo_dir(folder)} is marked default: name one with --model "
+                       f"({', '.join(c['name'] for c in all_)}), or pass --checkpoint")
     return [c for c in all_ if c["family"] == default["family"]]
 
 
@@ -234,7 +237,6 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
                   **{k: round(float(kodak[k].mean()), 5) for k in KODAK_MEASURES if k in kodak}},
     }
     return atomic_write_text(folder / f"{name}.json", json.dumps(card, indent=2) + "\n")
-
 
 
 # --- a profile's study, shipped and read back --------------------------------------------------------

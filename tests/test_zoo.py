@@ -192,3 +192,16 @@ def test_the_readme_lists_the_zoo_from_its_cards(shipped):
                                                  for c in zoo.cards(folder)]
     card = next(c for c in zoo.cards(folder) if c["name"] == "lpips-hi")
     assert f"| lpips-hi |  | {card['kodak']['bpp']:.3f} | {card['kodak']['psnr']:.2f} |" in "\n".join(rows)
+
+
+def test_a_zoo_without_a_default_names_its_models(tmp_path, capsys, monkeypatch, shipped, kodak_paths):
+    """A zoo that holds only models off the ladder (the reference base, before its fine-tunes ship)."""
+    only = tmp_path / "only"
+    only.mkdir()
+    for f in shipped[0].glob("lpips-hi.*"):
+        (only / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(zoo, "ZOO_DIR", only)
+    code, _, err = run_cli(capsys, "compress", kodak_paths[0], tmp_path / "a.lic")
+    assert code == 1 and err.count("\n") == 1
+    assert "is marked default: name one with --model (lpips-hi), or pass --checkpoint" in err
+    assert run_cli(capsys, "compress", kodak_paths[0], tmp_path / "a.lic", "--model", "lpips-hi")[0] == 0
