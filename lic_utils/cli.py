@@ -188,7 +188,6 @@ def _args_study(p: argparse.ArgumentParser) -> None:
 
 def _run_study(args) -> int:
     from lic_utils import study, zoo
-
     from lic_utils.files import RUNS_DIR
 
     shipped = args.profile is None  # the zoo's models, installed as finished runs: no training

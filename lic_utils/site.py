@@ -298,6 +298,7 @@ def write_index(notebooks: list[tuple[str, str]], out_dir: Path = SITE_DIR, resu
 def build(out_dir=None, profile: str = "cpu", notebooks_dir=None, images=COMPARE_IMAGES,
           models: pd.DataFrame | None = None, part: float | None = None, progress: bool = True) -> Path:
     """The whole site in out_dir (default site/); returns its index.html."""
+    from lic_utils import study
     from lic_utils.errors import LicError
 
     out_dir = Path(out_dir or SITE_DIR)
@@ -307,8 +308,6 @@ def build(out_dir=None, profile: str = "cpu", notebooks_dir=None, images=COMPARE
                        f"PROFILE={profile} first")
     out_dir.mkdir(parents=True, exist_ok=True)
     pages = write_notebooks(paths, out_dir)
-    from lic_utils import study
-
     models = comparison_models(profile) if models is None else models
     write_comparison(comparison_data(models, images, out_dir, part, progress), out_dir)
     results, figures = study.profile_dirs(profile)

@@ -108,7 +108,6 @@ def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=Non
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit notices of compressai
     from lic_utils import plots  # noqa: F401  (the study's theme)
-    from lic_utils.files import RUNS_DIR
 
     p = get_profile(profile)
     if runs_dir is None and p.name == SHIPPED_PROFILE:
@@ -148,7 +147,6 @@ def sweeps(profile: str | Profile, runs_dir=None, group: str = "main") -> list:
     seeds: the single-point ablations again with seeds 1 … seeds − 1 (the priors, no scale, and the
            profile's seed_variants), for the seed spread of notebooks 06, 07 and 09
     """
-    from lic_utils.files import RUNS_DIR
     from lic_utils.sweeps import SweepSpec
 
     p = get_profile(profile)
@@ -205,7 +203,6 @@ def _prior_specs(p: Profile, out: str, noscale_out: str, tune: dict, tag: str) -
 def base_run(profile: str | Profile, runs_dir=None):
     """(run folder, TrainConfig) of the profile's base run (an MSE run at the ablation λ that every
     run of the grid is fine-tuned from), or None when the profile trains every run from scratch."""
-    from lic_utils.files import RUNS_DIR
     from lic_utils.config import TrainConfig
 
     p = get_profile(profile)
@@ -278,13 +275,15 @@ def train_runs(profile: str | Profile, runs_dir=None, group: str = "main", progr
 
     p = get_profile(profile)
     train_base(p, runs_dir, progress)
-    frames = [pd.DataFrame(columns=[*INDEX_COLUMNS, "channel_scale"])]  # a group may have no runs
+    frames = []
     for spec in sweeps(p, runs_dir, group):
         if lmbdas is not None:
             spec.lmbdas = [lmbda for lmbda in spec.lmbdas if lmbda in lmbdas]
         df = sweep(spec, progress=progress, workers=p.workers)
         df["channel_scale"] = spec.overrides.get("channel_scale", True)
         frames.append(df)
+    if not frames:  # a group may have no runs (one seed, no γ sweep): its table is empty
+        return pd.DataFrame(columns=[*INDEX_COLUMNS, "channel_scale"])
     return pd.concat(frames, ignore_index=True)
 
 
@@ -508,13 +507,14 @@ def _sittings_section(path: Path, folder=None) -> list[str]:
     from lic_utils import zoo
 
     t = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["profile", "notebook", "seconds"])
+    shipped_base = [c for c in zoo.cards(folder) if c["family"] == "base"]
     lines = []
     for label, what in SITTINGS.items():
         rows = t[t.profile == label]
         if not len(rows):
             continue
         minutes, parts = rows.seconds.sum() / 60, []
-        base = [c for c in zoo.cards(folder) if c["family"] == "base"] if label == SHIPPED_PROFILE else []
+        base = shipped_base if label == SHIPPED_PROFILE else []
         if base and not rows.notebook.str.startswith("train_all: base").any():
             minutes += base[0]["training"]["minutes"]
             parts.append(f"base run {base[0]['training']['minutes']:.0f} min (its card)")

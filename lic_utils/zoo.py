@@ -140,9 +140,9 @@ def decoder_for(lic_path, checkpoint=None, folder=None):
 
     if checkpoint:
         return models.load_checkpoint(checkpoint)
-    card = writer_of(lic_path, folder)
+    fp = bitstream.parse(bitstream.read_bytes(lic_path)).fingerprint
+    card = find(fp, folder)
     if card is None:
-        fp = bitstream.parse(bitstream.read_bytes(lic_path)).fingerprint
         raise LicError(f"{lic_path} was made by model weights {fp}, which are not in the zoo "
                        f"({zoo_dir(folder)}; python -m lic_utils models lists it): pass --checkpoint "
                        "with the model that wrote it")
@@ -172,6 +172,11 @@ def log_summary(run_dir) -> dict:
     val = {k: v for k, v in final.get("val", {}).items() if isinstance(v, (int, float)) and math.isfinite(v)}
     return {"steps": final["steps"], "minutes": round(final["elapsed_s"] / 60, 2),
             "guard_events": final.get("events", 0), "validation": val}
+
+
+def _base_name(init_from: str) -> str:
+    """How a card names a fine-tune's base: its run folder's name, not this machine's path."""
+    return Path(init_from).parent.name if init_from else ""
 
 
 def _crop_of(names) -> int | None:
@@ -222,7 +227,7 @@ def export(run_dir, name: str, kodak, profile: str, family: str, default: bool =
     if cfg.init_from:  # a fine-tune: its base run, by its own summary
         base_dir = Path(cfg.init_from).parent
         training["base"] = {**log_summary(base_dir), "config": read_run_config(base_dir).to_dict()}
-        training["config"]["init_from"] = base_dir.name  # not this machine's path
+        training["config"]["init_from"] = _base_name(cfg.init_from)
         training["base"]["config"]["init_from"] = ""
     training["final"] = {k: v for k, v in read_final(run_dir).items() if k not in ("checkpoint", "config")}
     training["curve"] = curve(run_dir)
@@ -333,7 +338,7 @@ def _check_trained_as(card: dict, cfg) -> None:
 
     shipped = TrainConfig.from_dict(card["training"]["config"]).run_fields()
     wanted = cfg.run_fields()
-    wanted["init_from"] = Path(wanted["init_from"]).parent.name if wanted["init_from"] else ""
+    wanted["init_from"] = _base_name(wanted["init_from"])
     diff = sorted(k for k in wanted if shipped.get(k) != wanted[k])
     if diff:
         raise LicError(f"zoo model {card['name']} was trained with other settings than the "
