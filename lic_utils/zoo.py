@@ -56,7 +56,8 @@ def table(folder=None):
     import pandas as pd
 
     all_ = cards(folder)
-    rungs = {c["name"]: k for k, c in enumerate(_ladder(all_, folder), 1)} if all_ else {}
+    has_ladder = any(c.get("default") for c in all_)  # none before a study's models ship
+    rungs = {c["name"]: k for k, c in enumerate(_ladder(all_, folder), 1)} if has_ladder else {}
     rows = []
     for c in all_:
         rows.append({"model": c["name"], "quality": rungs.get(c["name"]), "default": bool(c.get("default")),

@@ -205,3 +205,8 @@ def test_a_zoo_without_a_default_names_its_models(tmp_path, capsys, monkeypatch,
     assert code == 1 and err.count("\n") == 1
     assert "is marked default: name one with --model (lpips-hi), or pass --checkpoint" in err
     assert run_cli(capsys, "compress", kodak_paths[0], tmp_path / "a.lic", "--model", "lpips-hi")[0] == 0
+    code, out, _ = run_cli(capsys, "models")  # listed, off any ladder (and so in the README's table)
+    assert code == 0 and "lpips-hi" in out
+    from lic_utils import study
+
+    assert any(line.startswith("| lpips-hi |  |") for line in study._zoo_section(only))
