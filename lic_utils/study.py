@@ -480,7 +480,7 @@ def _zoo_section(folder=None) -> list[str]:
     t = zoo.table(folder)
     if t.empty:
         return []
-    lines = [f"The shipped models (`zoo/`, {len(t)} files of weights, {t.MB.sum():.0f} MB in all; "
+    lines = [f"The shipped models (`zoo/`, {len(t)} file{'s' if len(t) != 1 else ''} of weights, {t.MB.sum():.0f} MB in all; "
              "Kodak, 24 images, real `.lic` files; * the default of `compress`, `--quality K` walks "
              "its family from fewest bits):", "",
              "| model | quality | bpp | PSNR (dB) | MS-SSIM | LPIPS ↓ | SSIMULACRA2 ↑ |",
