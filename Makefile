@@ -3,7 +3,7 @@
 PYTHON_BOOT ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
-PROFILE     ?= cpu
+PROFILE     ?=
 NOTEBOOKS   := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 STAMP       := $(VENV)/.installed
 
