@@ -443,17 +443,18 @@ def redraw_figures(results_dir=None, figures_dir=None, profile: str = "cpu") -> 
     return written
 
 
-README_BEGIN = "<!-- BEGIN study-results (written by `make figures` from results/) -->"
-README_END = "<!-- END study-results -->"
+def _markers(block: str) -> tuple[str, str]:
+    return (f"<!-- BEGIN {block} (written by `make figures` from results/) -->", f"<!-- END {block} -->")
 
 
-def readme_results(results_dir=None, profile: str = COMMITTED_PROFILE, figures_dir=None,
-                   zoo_folder=None) -> str:
-    """Markdown for the README: the key figure, the original claims' verdicts (summary_claims.csv),
-    every curve at 0.2 bpp (summary_at.csv), the shipped models (zoo cards), where the learned models
-    stand against each codec (summary_standing.csv and summary_verdicts.csv; all written by
-    compare.summarize in notebook 09) and how long each kind of study and each of its steps took
-    (study_timings.csv)."""
+# the README's two computed blocks: the headline near its top, the details in its Results section
+README_HEADLINE_BEGIN, README_HEADLINE_END = _markers("study-headline")
+README_BEGIN, README_END = _markers("study-results")
+
+
+def readme_headline(results_dir=None, figures_dir=None) -> str:
+    """Markdown for the README's top: the key figure, the original claims' verdicts
+    (summary_claims.csv) and every curve at 0.2 bpp (summary_at.csv)."""
     from lic_utils.files import FIGURES_DIR
 
     results_dir = Path(results_dir or RESULTS_DIR)
@@ -462,7 +463,16 @@ def readme_results(results_dir=None, profile: str = COMMITTED_PROFILE, figures_d
         if key_figure.exists() else []
     parts += _claims_section(results_dir / "summary_claims.csv")
     parts += _at_section(results_dir / "summary_at.csv")
-    parts += _zoo_section(zoo_folder)
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def readme_results(results_dir=None, profile: str = COMMITTED_PROFILE, zoo_folder=None) -> str:
+    """Markdown for the README's Results section: the shipped models (zoo cards), where the learned
+    models stand against each codec (summary_standing.csv and summary_verdicts.csv; all written by
+    compare.summarize in notebook 09) and how long each kind of study and each of its steps took
+    (study_timings.csv)."""
+    results_dir = Path(results_dir or RESULTS_DIR)
+    parts = _zoo_section(zoo_folder)
     parts += _standing_section(results_dir / "summary_standing.csv")
     parts += _verdicts_section(results_dir / "summary_verdicts.csv")
     parts += _sittings_section(results_dir / "study_timings.csv", zoo_folder)
@@ -630,16 +640,18 @@ def _timings_section(path: Path, profile: str) -> list[str]:
 
 def update_readme(readme=None, results_dir=None, profile: str = COMMITTED_PROFILE, figures_dir=None,
                   zoo_folder=None) -> Path:
-    """Rewrite the README's results section (between README_BEGIN and README_END) from results/."""
+    """Rewrite the README's two computed blocks (the headline, the results) in place from results/."""
     from lic_utils.files import REPO, atomic_write_text
 
     readme = Path(readme or REPO / "README.md")
     text = readme.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise LicError(f"{readme} has no results section: add the lines {README_BEGIN!r} and "
-                       f"{README_END!r}")
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    section = readme_results(results_dir, profile, figures_dir, zoo_folder)
-    atomic_write_text(readme, head + README_BEGIN + "\n" + section + README_END + tail)
+    for begin, end, section in (
+            (README_HEADLINE_BEGIN, README_HEADLINE_END, readme_headline(results_dir, figures_dir)),
+            (README_BEGIN, README_END, readme_results(results_dir, profile, zoo_folder))):
+        if begin not in text or end not in text:
+            raise LicError(f"{readme} has no results section: add the lines {begin!r} and {end!r}")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + begin + "\n" + section + end + tail
+    atomic_write_text(readme, text)
     return readme

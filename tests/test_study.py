@@ -40,16 +40,20 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
                   {"curve": "webp", "kind": "classical", "bpp": 0.5, "psnr": 31.0, "ms_ssim": 0.96,
                    "lpips": 0.2, "ssimulacra2": 40.0}]).to_csv(results / "summary_at.csv", index=False)
     readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{study.README_BEGIN}\nold text\n{study.README_END}\nafter\n")
-    study.update_readme(readme, results, figures_dir=figures, zoo_folder=tmp_path / "no-zoo")
+    readme.write_text(f"# title\n{study.README_HEADLINE_BEGIN}\nold top\n{study.README_HEADLINE_END}\n"
+                      f"before\n{study.README_BEGIN}\nold text\n{study.README_END}\nafter\n")
+    study.update_readme(readme, results, profile="cpu", figures_dir=figures, zoo_folder=tmp_path / "no-zoo")
     text = readme.read_text()
     assert "The shipped models" not in text  # an empty zoo: no table
     assert "| `make study PROFILE=cpu`: the laptop study trained from scratch, then read | **10 min** | " \
            "training 10 min; notebooks 0 min |" in text
-    assert text.startswith("# title\n\nbefore\n") and text.endswith(f"{study.README_END}\nafter\n")
+    assert text.startswith(f"# title\n{study.README_HEADLINE_BEGIN}\n") and text.endswith(f"{study.README_END}\nafter\n")
+    head, results = text.split("before\n")  # the verdicts and the 0.2 bpp table at the top, the details below
+    assert "| claim | verdict | measured |" in head and "| curve | PSNR (dB) |" in head and "| codec |" not in head
+    assert "| codec |" in results and "| claim |" not in results
     assert "| factorized · mse | 27.21 | 0.9280 | 0.370 | 5.7 |" in text
     assert "| webp (classical) | 27.82 | 0.9300 | 0.319 | -0.3 |" in text and "| 31.00 |" not in text
-    assert "old text" not in text and "figures/09_summary_rd.png" not in text  # no figure yet: no broken link
+    assert "old text" not in text and "old top" not in text and "figures/09_summary_rd.png" not in text  # no figure yet: no broken link
     assert "| webp | -3.21 / +0.262 / – |" in text and "| jpeg | +2.50 / -0.040 / +4.2 |" in text
     assert "| MSE-only training gives the best baseline | **inconclusive** | psnr: +0.12 dB |" in text
     assert "| learned beats JPEG/WebP (webp) | **does not hold** | no crossover |" in text
@@ -64,7 +68,10 @@ def test_readme_results_section_comes_from_the_tables(tmp_path):
 def test_readme_without_the_markers_is_refused(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no section\n")
-    with pytest.raises(LicError, match="no results section"):
+    with pytest.raises(LicError, match="no results section.*study-headline"):
+        study.update_readme(readme, tmp_path)
+    readme.write_text(f"# headline only\n{study.README_HEADLINE_BEGIN}\n{study.README_HEADLINE_END}\n")
+    with pytest.raises(LicError, match="no results section.*BEGIN study-results"):
         study.update_readme(readme, tmp_path)
 
 
