@@ -645,11 +645,12 @@ def update_readme(readme=None, results_dir=None, profile: str = COMMITTED_PROFIL
 
     readme = Path(readme or REPO / "README.md")
     text = readme.read_text()
-    for begin, end, section in (
-            (README_HEADLINE_BEGIN, README_HEADLINE_END, readme_headline(results_dir, figures_dir)),
-            (README_BEGIN, README_END, readme_results(results_dir, profile, zoo_folder))):
+    blocks = ((README_HEADLINE_BEGIN, README_HEADLINE_END), (README_BEGIN, README_END))
+    for begin, end in blocks:  # before any table is read
         if begin not in text or end not in text:
             raise LicError(f"{readme} has no results section: add the lines {begin!r} and {end!r}")
+    sections = (readme_headline(results_dir, figures_dir), readme_results(results_dir, profile, zoo_folder))
+    for (begin, end), section in zip(blocks, sections):
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
         text = head + begin + "\n" + section + end + tail
