@@ -161,13 +161,20 @@ def ssimulacra2(ref: np.ndarray, dist: np.ndarray) -> float:
 
 @torch.no_grad()
 def evaluate(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """PSNR, MS-SSIM and LPIPS of one image pair (tensors 1×3×H×W or 3×H×W in [0, 1])."""
+    """PSNR, MS-SSIM and LPIPS of one image pair (tensors 1×3×H×W or 3×H×W in [0, 1]).
+
+    Computed on `threads.MEASURE_THREADS` torch threads whatever the caller's count, so a cached row
+    does not depend on which process (serial, or a one-thread pool worker) measured it.
+    """
+    from lic_utils.threads import MEASURE_THREADS, torch_threads
+
     x, y = _pair(x, y)
-    return {
-        "psnr": float(psnr(x, y)[0]),
-        "ms_ssim": float(ms_ssim(x, y)[0]),
-        "lpips": float(lpips(x, y)[0]),
-    }
+    with torch_threads(MEASURE_THREADS):
+        return {
+            "psnr": float(psnr(x, y)[0]),
+            "ms_ssim": float(ms_ssim(x, y)[0]),
+            "lpips": float(lpips(x, y)[0]),
+        }
 
 
 def evaluate_arrays(ref: np.ndarray, dist: np.ndarray) -> dict[str, float]:

@@ -98,3 +98,25 @@ def test_lpips_first_built_in_inference_mode_still_trains(lpips_refs):
     x = lpips_refs["ex_p0"].clone().requires_grad_(True)
     metrics.lpips(x, lpips_refs["ex_ref"]).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_metrics_run_on_the_same_threads_whatever_the_caller_uses(monkeypatch):
+    """A sum over 2 threads can differ in its last bits from one over 1 (on an AVX-512 Xeon, LPIPS
+    0.36008918 serially on 2 threads, 0.36008924 in a one-thread worker): every metric is computed on
+    threads.MEASURE_THREADS threads, so a cached row does not depend on which process measured it."""
+    from lic_utils import threads
+
+    seen = []
+    for name in ("psnr", "ms_ssim", "lpips"):
+        real = getattr(metrics, name)
+        monkeypatch.setattr(metrics, name, lambda x, y, real=real: seen.append(torch.get_num_threads()) or real(x, y))
+    x = torch.rand(1, 3, 64, 64)
+    before = torch.get_num_threads()
+    for caller in (1, 2):
+        torch.set_num_threads(caller)
+        try:
+            metrics.evaluate(x, x.flip(-1))
+            assert torch.get_num_threads() == caller  # restored
+        finally:
+            torch.set_num_threads(before)
+    assert seen == [threads.MEASURE_THREADS] * 6
