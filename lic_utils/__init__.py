@@ -4,7 +4,9 @@ One concept per module, in the order an image meets them:
 - `data`      datasets (Kodak, BSDS500, the LPIPS backbone), resolved and checked by sha256
 - `layers`    the transforms g_a, g_s, h_a, h_s
 - `priors`    quantization and the three entropy models
-- `coding`    CompressAI's rANS coder and the guards around it
+- `coding`    CompressAI's rANS coder, the guards around it and the check value of the tables
+- `exact`     the exact twin of a network of convolutions: coding tables that are the same bits on
+              every machine
 - `models`    the codec (`LearnedCodec`: g_a → ÷s → Q → prior → ×s → g_s) and its checkpoints
 - `bitstream` .lic files
 - `losses`    L = λ·R + MSE + β·(1 − MS-SSIM) + γ·LPIPS
@@ -16,7 +18,8 @@ One concept per module, in the order an image meets them:
 - `visual`    notebook 08's images at matched bytes;  `plots` one function per figure;  `probes` what
               notebooks inspect inside a codec
 - `study`     the notebooks' one-call set-up, the study's grid and `make study`
-- `cli`       `python -m lic_utils …`;  `files` folders and atomic writes;  `errors` the one-line LicError
+- `cli`       `python -m lic_utils …`;  `files` folders and atomic writes;  `errors` the one-line LicError;
+              `threads` torch's thread count, fixed for code whose numbers are compared
 Modules are imported lazily by whoever needs them.
 """
 

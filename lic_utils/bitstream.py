@@ -9,8 +9,7 @@ Layout (integers little-endian):
     fingerprint  8   weights of the model (LearnedCodec.fingerprint): checkpoints of one architecture differ here
     height       2   image size in pixels
     width        2
-    latent_h     2   coded latent shape (y for factorized priors, z for the hyperprior)
-    latent_w     2
+    check        4   coding.check_value: sha256 of the table index of every coded symbol
     lengths      4 × n_strings
     header_crc   4   CRC32 of all header bytes above
     payload          the entropy-coded strings, concatenated
@@ -20,6 +19,15 @@ Reading checks, in order: magic, version, header length, header CRC, file length
 trailing bytes), payload CRC, every field against bounds and against the model (architecture and
 weights hashes, latent shape, string lengths). Only then does a payload reach the rANS decoder, whose
 C++ code trusts its input. Every failure is a BitstreamError (a LicError) that says what is wrong.
+
+Across machines: the tables of version-2 files are derived by exact arithmetic (lic_utils.exact), so
+every machine decodes the same latents, and the decoder recomputes the check value before it decodes
+what depends on it (coding.TablesMismatch, never a wrong image). Version 1 stored the coded latent
+shape (latent_h, latent_w: 2 + 2 bytes, always the one the image size implies) where version 2 has
+the check value, so both versions make files of the same size. Version-1 files (no check value; the
+hyperprior's tables derived in float) still decode, with the float path they were written with and
+a LicWarning when their tables were derived: correct only on a machine that computes the same floats
+as the encoder's.
 """
 from __future__ import annotations
 
@@ -30,14 +38,19 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import warnings
+
 import torch
 
+from lic_utils.coding import CHECK_BYTES
 from lic_utils.data import MAX_PIXELS  # bounds the decoder's memory (≈ 3 GB at the limit)
-from lic_utils.errors import LicError
+from lic_utils.errors import LicError, LicWarning
 
 MAGIC = b"\x89LIC"
-FORMAT_VERSION = 1
-_FIXED = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w: 30 bytes
+FORMAT_VERSION = 2  # 2: a check value, tables derived exactly; 1: neither
+READ_VERSIONS = (1, 2)
+_FIXED = struct.Struct("<4sBB8s8sHH4s")  # magic … check: 30 bytes
+_FIXED_V1 = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w (the latent shape where 2 has the check)
 _U32 = struct.Struct("<I")
 MAX_SIDE = 65535  # uint16 fields
 MIN_STRING = 8  # a rANS string is at least the coder's 64-bit final state
@@ -82,6 +95,7 @@ class LicFile:
     strings: tuple[bytes, ...]
     header_bytes: int
     total_bytes: int
+    check: bytes | None = None  # None in version 1
 
     @property
     def string_names(self) -> tuple[str, ...]:
@@ -107,15 +121,19 @@ def _check_image_size(height: int, width: int) -> None:
 
 
 # --- writing ----------------------------------------------------------------------------------------
-def pack(config_hash: str, fingerprint: str, height: int, width: int, shape, strings) -> bytes:
-    """Assemble a .lic file from a model's compress() output and the model's two hashes."""
+def pack(config_hash: str, fingerprint: str, height: int, width: int, shape, strings,
+         check: bytes | None) -> bytes:
+    """Assemble a .lic file from a model's compress() output and the model's two hashes: version 2
+    with its check value, or version 1 (readable by older code) when `check` is None."""
     _check_image_size(height, width)
     if len(strings) not in STRING_NAMES:
         raise ValueError(f"a .lic file holds 1 or 2 strings, got {len(strings)}")
-    header = _FIXED.pack(
-        MAGIC, FORMAT_VERSION, len(strings), bytes.fromhex(config_hash), bytes.fromhex(fingerprint),
-        height, width, *shape,
-    ) + b"".join(_U32.pack(len(s)) for s in strings)  # fmt: skip
+    if check is not None and len(check) != CHECK_BYTES:
+        raise ValueError(f"a check value has {CHECK_BYTES} bytes, got {len(check)}")
+    fixed = (MAGIC, 1 if check is None else FORMAT_VERSION, len(strings), bytes.fromhex(config_hash),
+             bytes.fromhex(fingerprint), height, width)
+    header = (_FIXED_V1.pack(*fixed, *shape) if check is None else _FIXED.pack(*fixed, check)) \
+        + b"".join(_U32.pack(len(s)) for s in strings)
     header += _U32.pack(zlib.crc32(header))
     payload = b"".join(strings)
     return header + payload + _U32.pack(zlib.crc32(payload))
@@ -129,7 +147,8 @@ def encode_image(model, x: torch.Tensor) -> bytes:
         raise LicError(f"encode_image takes one RGB image (1×3×H×W), got shape {tuple(x.shape)}")
     _check_image_size(*x.shape[-2:])
     out = model.compress(x)
-    return pack(model.config.config_hash(), model.fingerprint(), *out["image_size"], out["shape"], out["strings"])
+    return pack(model.config.config_hash(), model.fingerprint(), *out["image_size"], out["shape"], out["strings"],
+                out["check"])
 
 
 def write_lic(path: str | os.PathLike, model, x: torch.Tensor) -> int:
@@ -150,9 +169,10 @@ def parse(data: bytes) -> LicFile:
         raise NotALicFile(f"not a .lic file (starts with {data[:4]!r}, expected {MAGIC!r})")
     if n < _FIXED.size + 4:
         raise TruncatedFile(f"truncated .lic file: {n} bytes, shorter than its header")
-    magic, version, k, config_hash, fingerprint, height, width, lh, lw = _FIXED.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise UnsupportedVersion(f".lic format version {version} is not supported (this code reads version {FORMAT_VERSION})")
+    magic, version, k, config_hash, fingerprint, height, width, check = _FIXED.unpack_from(data)
+    if version not in READ_VERSIONS:
+        raise UnsupportedVersion(f".lic format version {version} is not supported (this code reads versions "
+                                 f"{', '.join(map(str, READ_VERSIONS))})")
     if k not in STRING_NAMES:
         raise CorruptFile(f"corrupted .lic header: {k} strings (expected 1 or 2)")
     hsize = header_size(k)
@@ -175,8 +195,11 @@ def parse(data: bytes) -> LicFile:
         _check_image_size(height, width)
     except LicError as e:
         raise CorruptFile(f"malformed .lic file: {e}") from None
-    if (lh, lw) != expected_shape(height, width, k):
-        raise CorruptFile(f"malformed .lic file: latent shape {lh}×{lw} does not fit a {height}×{width} image")
+    shape = expected_shape(height, width, k)
+    if version == 1:
+        check, (lh, lw) = None, _FIXED_V1.unpack_from(data)[-2:]
+        if (lh, lw) != shape:
+            raise CorruptFile(f"malformed .lic file: latent shape {lh}×{lw} does not fit a {height}×{width} image")
     for name, length in zip(STRING_NAMES[k], lengths):
         if length < MIN_STRING or length % 4:
             raise CorruptFile(f"malformed .lic file: string {name} has {length} bytes (rANS strings are ≥ 8 and whole words)")
@@ -184,7 +207,8 @@ def parse(data: bytes) -> LicFile:
     for length in lengths:
         strings.append(data[offset : offset + length])
         offset += length
-    return LicFile(version, config_hash.hex(), fingerprint.hex(), height, width, (lh, lw), tuple(strings), hsize, n)
+    return LicFile(version, config_hash.hex(), fingerprint.hex(), height, width, shape, tuple(strings), hsize, n,
+                   check)
 
 
 def check_model(lic: LicFile, model) -> None:
@@ -209,10 +233,25 @@ def check_model(lic: LicFile, model) -> None:
 
 
 def decode_image(model, data: bytes) -> torch.Tensor:
-    """The bytes of a .lic file → x̂ (1×3×H×W in [0, 1]); BitstreamError for anything malformed."""
+    """The bytes of a .lic file → x̂ (1×3×H×W in [0, 1]); BitstreamError for anything malformed,
+    coding.TablesMismatch when this machine cannot rebuild the encoder's coding tables."""
     lic = parse(data)
     check_model(lic, model)
-    return model.decompress(list(lic.strings), lic.shape, (lic.height, lic.width))
+    return model.decompress(list(lic.strings), lic.shape, (lic.height, lic.width), **decode_options(lic, model))
+
+
+def decode_options(lic: LicFile, model) -> dict:
+    """How to decode a file of its version: version 2 with the exact tables and its check value;
+    version 1 as it was written (float tables, no check), with a warning where that matters."""
+    if lic.version >= 2:
+        return {"check": lic.check, "exact": True}
+    if model.prior.derives_tables:
+        warnings.warn(
+            "this is a .lic file of format 1, whose coding tables were computed in float arithmetic: it "
+            "decodes correctly only on a machine that computes the same floats as the one that wrote it "
+            "(elsewhere the image can be garbage, undetected); compress the image again for a format-2 "
+            "file that decodes the same everywhere", LicWarning, stacklevel=3)
+    return {"check": None, "exact": False}
 
 
 def read_lic(path: str | os.PathLike, model) -> torch.Tensor:
@@ -244,6 +283,7 @@ def info(data: bytes, model=None) -> dict:
         "format_version": lic.version,
         "config_hash": lic.config_hash,
         "fingerprint": lic.fingerprint,
+        "check_value": lic.check.hex() if lic.check is not None else None,
         "prior_family": "hyperprior" if len(lic.strings) == 2 else "factorized",
         "height": lic.height,
         "width": lic.width,
@@ -257,7 +297,7 @@ def info(data: bytes, model=None) -> dict:
     }
     if model is not None:
         check_model(lic, model)
-        bits = model.estimate_bits(list(lic.strings), lic.shape)
+        bits = model.estimate_bits(list(lic.strings), lic.shape, **decode_options(lic, model))
         est = sum(bits.values())
         out["estimated_bits"] = {k: round(v, 1) for k, v in bits.items()}
         out["estimated_bpp"] = est / pixels

@@ -454,12 +454,30 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(python_show):
+    """warnings.showwarning for the CLI: a LicWarning as one line on stderr ("warning: …"), other
+    warnings as Python shows them (`python_show`)."""
+    from lic_utils.errors import LicWarning
+
+    def show(message, category, *args, **kwargs):
+        if issubclass(category, LicWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            python_show(message, category, *args, **kwargs)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv and argv[0] in COMMANDS else ""
     args = build_parser(command).parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning afterwards
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return int(args.func(args) or 0)
     except LicError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ upgrade that renames them breaks one file.
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 
 import numpy as np
@@ -20,7 +21,16 @@ with warnings.catch_warnings():  # compressai's import triggers torch.jit.script
 from lic_utils.errors import LicError
 
 __all__ = ["EntropyBottleneck", "GaussianConditional", "bottleneck_likelihood", "gaussian_likelihood",
-           "bottleneck_indexes", "tables_ready", "validate_tables", "check_encodable", "check_latents", "rans_safe"]
+           "bottleneck_indexes", "tables_ready", "validate_tables", "check_encodable", "check_latents", "rans_safe",
+           "CHECK_BYTES", "check_value", "verify_check", "TablesMismatch"]
+
+# The check value of a .lic file: the first bytes of sha256 over the table index of every coded symbol
+# (4: a decoder with other tables goes unnoticed once in 2^32 files).
+CHECK_BYTES = 4
+
+
+class TablesMismatch(LicError):
+    """The coding tables a decoder derives from a file differ from the ones its encoder used."""
 
 
 def bottleneck_likelihood(eb: EntropyBottleneck, values: torch.Tensor) -> torch.Tensor:
@@ -127,3 +137,25 @@ def rans_safe(string: bytes, n_symbols: int) -> bytes:
     all_ones = int(np.count_nonzero(words == 0xFFFFFFFF))
     pad_words = 50 * n_symbols + 16 * all_ones + 2 + 1024
     return string + bytes(4 * pad_words)
+
+
+def check_value(indexes: list[torch.Tensor]) -> bytes:
+    """CHECK_BYTES bytes naming the table index of every coded symbol, in coding order: the encoder
+    stores it, the decoder recomputes it from what it decoded before it trusts the rest."""
+    h = hashlib.sha256()
+    for idx in indexes:
+        h.update(idx.detach().to("cpu", torch.int32).contiguous().numpy().astype("<i4").tobytes())
+    return h.digest()[:CHECK_BYTES]
+
+
+def verify_check(indexes: list[torch.Tensor], expected: bytes | None) -> None:
+    """Refuse to decode with tables other than the encoder's (a wrong image, never shown)."""
+    if expected is None:
+        return
+    here = check_value(indexes)
+    if here != expected:
+        raise TablesMismatch(
+            f"this .lic file cannot be decoded correctly here: the coding tables derived from it on this "
+            f"machine differ from the ones its encoder used (check value {here.hex()}, the file says "
+            f"{expected.hex()}), so decoding would give a wrong image; decode it with the program "
+            "version that wrote it")

@@ -3,3 +3,7 @@
 
 class LicError(Exception):
     """A user-facing error: the message names the problem and, where there is one, the fix."""
+
+
+class LicWarning(UserWarning):
+    """Something a user should know that does not stop the work; the CLI prints it as one line."""

@@ -16,6 +16,8 @@ with warnings.catch_warnings():  # compressai's import triggers torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.layers import GDN
 
+from lic_utils.exact import ExactSequential
+
 
 def conv(in_ch: int, out_ch: int, kernel: int = 5, stride: int = 2) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2)
@@ -89,9 +91,10 @@ def hyper_analysis(N: int, M: int) -> nn.Sequential:
                          conv(N, N))
 
 
-def hyper_synthesis(N: int, M: int) -> nn.Sequential:
-    """h_s: ẑ → σ (M non-negative scales at the resolution of v)."""
-    return nn.Sequential(
+def hyper_synthesis(N: int, M: int) -> ExactSequential:
+    """h_s: ẑ → σ (M non-negative scales at the resolution of v); outside training by its exact twin,
+    as σ picks the coding tables."""
+    return ExactSequential(
         deconv(N, N), nn.ReLU(inplace=True), deconv(N, N), nn.ReLU(inplace=True),
         conv(N, M, 3, 1), nn.ReLU(inplace=True),
     )  # fmt: skip

@@ -149,9 +149,12 @@ class LearnedCodec(CompressionModel):
 
     # --- entropy coding: the same path with rounding, and bytes instead of likelihoods
     @torch.inference_mode()
-    def compress(self, x: torch.Tensor) -> dict:
+    def compress(self, x: torch.Tensor, exact: bool = True) -> dict:
         """One image (1×3×H×W) → {"strings": [bytes per name], "shape": coded latent (h, w),
-        "image_size": (H, W)}."""
+        "image_size": (H, W), "check": the check value of its coding tables}.
+
+        `exact=False` derives the coding tables in float, as files of format 1 were written (they
+        decode correctly only where the same floats are computed): for comparisons only."""
         if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise LicError(f"compress takes one RGB image as a 1×3×H×W tensor, got shape {tuple(x.shape)}")
         if not self.coder_ready():
@@ -159,21 +162,33 @@ class LearnedCodec(CompressionModel):
         with self._eval_mode():
             v = self.analyze(pad_to_multiple(x, self.config.pad_multiple))
             coding.check_latents(v)
-            coded = self.prior.compress(v)
-        return {"strings": list(coded["strings"]), "shape": coded["shape"], "image_size": tuple(x.shape[-2:])}
+            coded = self.prior.compress(v, exact)
+        return {"strings": list(coded["strings"]), "shape": coded["shape"], "image_size": tuple(x.shape[-2:]),
+                "check": coded["check"]}
 
     @torch.inference_mode()
-    def decompress(self, strings: list[bytes], shape, image_size=None) -> torch.Tensor:
-        """Strings and the coded latent shape (from `compress`) → x̂ (1×3×H×W), cropped to `image_size`."""
+    def decompress(self, strings: list[bytes], shape, image_size=None, check: bytes | None = None,
+                   exact: bool = True) -> torch.Tensor:
+        """Strings and the coded latent shape (from `compress`) → x̂ (1×3×H×W), cropped to `image_size`.
+
+        With `check` (from `compress`), a coding.TablesMismatch instead of a wrong image when this
+        machine derives other coding tables than the encoder did."""
         with self._eval_mode():
-            latents = self.prior.decompress(self._guarded(strings, shape), shape)
-            return self.synthesize(latents["y"], image_size)
+            return self.synthesize(self.decode_latents(strings, shape, check, exact)["y"], image_size)
 
     @torch.inference_mode()
-    def estimate_bits(self, strings: list[bytes], shape) -> dict[str, float]:
+    def decode_latents(self, strings: list[bytes], shape, check: bytes | None = None,
+                       exact: bool = True) -> dict[str, torch.Tensor]:
+        """The entropy-decoded latents of a bitstream, per string name ("y" is v̂), before synthesis."""
+        with self._eval_mode():
+            return self.prior.decompress(self._guarded(strings, shape), shape, check, exact)
+
+    @torch.inference_mode()
+    def estimate_bits(self, strings: list[bytes], shape, check: bytes | None = None,
+                      exact: bool = True) -> dict[str, float]:
         """The model's −log2 p of the latents a bitstream holds, per string name (no image needed)."""
         with self._eval_mode():
-            likelihoods = self.prior.likelihoods(self.prior.decompress(self._guarded(strings, shape), shape))
+            likelihoods = self.prior.likelihoods(self.decode_latents(strings, shape, check, exact))
         return {k: float(-torch.log2(p).sum()) for k, p in likelihoods.items()}
 
     def _guarded(self, strings: list[bytes], shape) -> list[bytes]:

@@ -11,10 +11,17 @@ so `decompress(compress(v))` is exactly the v̂ of an eval-mode forward pass.
 
 Every entropy model is an nn.Module with the same methods and the same kinds of values:
     forward(v, quantizers)     → (v̂ for the decoder, {string name: likelihoods})
-    compress(v)                → {"strings": [bytes per name], "shape": (h, w) of the coded latent}
-    decompress(strings, shape) → {string name: decoded latent}   ("y" is v̂)
+    compress(v, exact)         → {"strings": [bytes per name], "shape": (h, w) of the coded latent,
+                                  "check": coding.check_value of the table indices it coded with}
+    decompress(strings, shape, check, exact) → {string name: decoded latent}   ("y" is v̂)
     likelihoods(latents)       → {string name: likelihoods}      (of decoded latents)
     coded_shape((h, w) of v), symbol_counts(shape), update(force, update_quantiles)
+`derives_tables` says whether the table of a symbol is computed from decoded values (the
+hyperprior's σ = h_s(ẑ)) rather than fixed per channel. Such a model's networks are
+ExactSequential: outside training they compute by their exact twin (lic_utils.exact), the same bits
+on every machine; `exact=False` computes them in float instead, as files of format 1 were written,
+which decode correctly only on a machine that computes the same floats. `decompress` refuses
+(coding.TablesMismatch) when the tables it derives do not give the encoder's check value.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import torch.nn as nn
 
 from lic_utils import coding
 from lic_utils.coding import EntropyBottleneck, GaussianConditional
+from lic_utils.exact import float_arithmetic
 from lic_utils.layers import hyper_analysis, hyper_synthesis, inference_layout
 
 # Gaussian scales live in [SCALE_MIN, SCALE_MAX] (CompressAI's range). The hyperprior codes each σ
@@ -82,6 +90,7 @@ class FactorizedEntropyModel(nn.Module):
     """Ballé 2018's fully factorized non-parametric density, one per channel."""
 
     names = ("y",)
+    derives_tables = False
 
     def __init__(self, N: int, M: int):
         super().__init__()
@@ -95,14 +104,18 @@ class FactorizedEntropyModel(nn.Module):
         v_rate, v_synth = quantize_pair(v, quantizers, self.center())
         return v_synth, {"y": coding.bottleneck_likelihood(self.entropy_bottleneck, v_rate)}
 
-    def compress(self, v) -> dict:
+    def compress(self, v, exact: bool = True) -> dict:
         eb = self.entropy_bottleneck
         symbols = torch.round(v - self.center()).int()
-        coding.check_encodable(symbols, coding.bottleneck_indexes(eb, v.size()), eb)
-        return {"strings": eb.compress(v), "shape": self.coded_shape(v.shape[-2:])}
+        indexes = coding.bottleneck_indexes(eb, v.size())
+        coding.check_encodable(symbols, indexes, eb)
+        return {"strings": eb.compress(v), "shape": self.coded_shape(v.shape[-2:]),
+                "check": coding.check_value([indexes])}
 
-    def decompress(self, strings, shape) -> dict:
-        return {"y": self.entropy_bottleneck.decompress([strings[0]], tuple(shape))}
+    def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
+        eb = self.entropy_bottleneck
+        coding.verify_check([coding.bottleneck_indexes(eb, (1, self.M, *shape))], check)
+        return {"y": eb.decompress([strings[0]], tuple(shape))}
 
     def likelihoods(self, latents: dict) -> dict:
         return {"y": coding.bottleneck_likelihood(self.entropy_bottleneck, latents["y"])}
@@ -126,6 +139,7 @@ class GaussianEntropyModel(nn.Module):
     """
 
     names = ("y",)
+    derives_tables = False
 
     def __init__(self, N: int, M: int):
         super().__init__()
@@ -144,14 +158,16 @@ class GaussianEntropyModel(nn.Module):
         v_rate, v_synth = quantize_pair(v, quantizers, self.center())
         return v_synth, self.likelihoods({"y": v_rate})
 
-    def compress(self, v) -> dict:
+    def compress(self, v, exact: bool = True) -> dict:
         gc, means = self.gaussian_conditional, self.center().detach()
         indexes = self._indexes(v.shape[0], *v.shape[-2:])
         coding.check_encodable(torch.round(v - means).int(), indexes, gc)
-        return {"strings": gc.compress(v, indexes, means), "shape": self.coded_shape(v.shape[-2:])}
+        return {"strings": gc.compress(v, indexes, means), "shape": self.coded_shape(v.shape[-2:]),
+                "check": coding.check_value([indexes])}
 
-    def decompress(self, strings, shape) -> dict:
+    def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
         indexes = self._indexes(1, *shape)
+        coding.verify_check([indexes], check)
         means = self.center().detach()
         return {"y": self.gaussian_conditional.decompress([strings[0]], indexes, torch.float32, means)}
 
@@ -184,6 +200,7 @@ class HyperpriorEntropyModel(nn.Module):
     """Ballé 2018's scale hyperprior: side information z (factorized) predicts a σ for every element of v."""
 
     names = ("y", "z")
+    derives_tables = True
 
     def __init__(self, N: int, M: int):
         super().__init__()
@@ -194,7 +211,8 @@ class HyperpriorEntropyModel(nn.Module):
         self.gaussian_conditional = GaussianConditional(None)
 
     def scales(self, z_hat: torch.Tensor) -> torch.Tensor:
-        # Encoder and decoder must get identical σ (they pick the coding tables): one code path.
+        """σ = h_s(ẑ): in float while training, by h_s's exact twin outside it (one code path for
+        encoder, decoder, estimates and probes)."""
         return self.h_s(z_hat if self.training else inference_layout(z_hat))
 
     def forward(self, v, quantizers):
@@ -207,22 +225,28 @@ class HyperpriorEntropyModel(nn.Module):
         }
         return v_synth, likelihoods
 
-    def compress(self, v) -> dict:
+    def compress(self, v, exact: bool = True) -> dict:
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         z = self.h_a(v.abs())
         coding.check_latents(z)
         center = bottleneck_center(eb)
-        coding.check_encodable(torch.round(z - center).int(), coding.bottleneck_indexes(eb, z.size()), eb)
+        z_indexes = coding.bottleneck_indexes(eb, z.size())
+        coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
         z_strings = eb.compress(z)
-        z_hat = quantize(z, "round", center)  # = eb.decompress(z_strings), without decoding
-        indexes = self.table_indexes(self.scales(z_hat))
+        z_hat = quantize(z, "round", center)  # = eb.decompress(z_strings), bit for bit, without decoding
+        with float_arithmetic(self, not exact):
+            indexes = self.table_indexes(self.scales(z_hat))
         coding.check_encodable(torch.round(v).int(), indexes, gc)
         y_strings = gc.compress(v, indexes)
-        return {"strings": [y_strings[0], z_strings[0]], "shape": tuple(z.shape[-2:])}
+        return {"strings": [y_strings[0], z_strings[0]], "shape": tuple(z.shape[-2:]),
+                "check": coding.check_value([z_indexes, indexes])}
 
-    def decompress(self, strings, shape) -> dict:
-        z_hat = self.entropy_bottleneck.decompress([strings[1]], tuple(shape))
-        indexes = self.table_indexes(self.scales(z_hat))
+    def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
+        eb = self.entropy_bottleneck
+        z_hat = eb.decompress([strings[1]], tuple(shape))
+        with float_arithmetic(self, not exact):
+            indexes = self.table_indexes(self.scales(z_hat))
+        coding.verify_check([coding.bottleneck_indexes(eb, z_hat.size()), indexes], check)  # before y
         return {"y": self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype), "z": z_hat}
 
     def likelihoods(self, latents: dict) -> dict:
@@ -232,7 +256,8 @@ class HyperpriorEntropyModel(nn.Module):
         }
 
     def table_indexes(self, scales: torch.Tensor) -> torch.Tensor:
-        """GaussianConditional.build_indexes (the smallest table scale ≥ σ) in one vectorized call."""
+        """GaussianConditional.build_indexes (the smallest table scale ≥ σ) in one vectorized call:
+        comparisons only, so the same σ pick the same tables on every machine."""
         gc = self.gaussian_conditional
         return torch.bucketize(gc.lower_bound_scale(scales).contiguous(), gc.scale_table[:-1]).int()
 

@@ -68,7 +68,7 @@ def test_file_roundtrip_equals_forward(prior, size):
     assert torch.equal(bs.decode_image(m, blob), ref)
     lic = bs.parse(blob)
     k = len(m.string_names)
-    assert blob[:4] == bs.MAGIC and lic.version == bs.FORMAT_VERSION == 1
+    assert blob[:4] == bs.MAGIC and lic.version == bs.FORMAT_VERSION == 2 and len(lic.check) == 4
     assert (lic.height, lic.width) == size and lic.shape == m.coded_shape(*size)
     assert lic.config_hash == m.config.config_hash() and lic.fingerprint == m.fingerprint()
     assert len(blob) == bs.header_size(k) + sum(map(len, lic.strings)) + 4 == lic.total_bytes
@@ -136,7 +136,7 @@ def corruptions(blob):
         "payload cut": (blob[: h + 5], bs.TruncatedFile, "truncated"),
         "last byte cut": (blob[:-1], bs.TruncatedFile, "truncated"),
         "trailing bytes": (blob + b"\0", bs.CorruptFile, "unexpected bytes"),
-        "version 2": (edit(blob, "<B", 4, 2), bs.UnsupportedVersion, "version 2 is not supported"),
+        "version 3": (edit(blob, "<B", 4, 3), bs.UnsupportedVersion, "version 3 is not supported"),
         "header bit flip": (flip(blob, 25), bs.CorruptFile, "header CRC32"),
         "length bit flip": (flip(blob, 31), bs.CorruptFile, "header CRC32"),
         "payload bit flip": (flip(blob, h + 3), bs.CorruptFile, "payload CRC32"),
@@ -145,10 +145,31 @@ def corruptions(blob):
         "3 strings": (reseal(edit(blob, "<B", 5, 3)), bs.CorruptFile, "3 strings"),
         "huge image": (reseal(edit(blob, "<HHHH", 22, 65535, 65535, 1024, 1024)), bs.CorruptFile, "outside"),
         "zero height": (reseal(edit(blob, "<H", 22, 0)), bs.CorruptFile, "outside"),
-        "latent shape": (reseal(edit(blob, "<H", 26, 9)), bs.CorruptFile, "latent shape"),
-        "height vs latent": (reseal(edit(blob, "<H", 22, 700)), bs.CorruptFile, "latent shape"),
         "string not whole words": (reseal(_move_bytes(blob, 2)), bs.CorruptFile, "whole words"),
     }
+
+
+def test_a_crafted_image_size_is_caught_by_the_check_value(sample):
+    """Format 2 derives the latent shape from the image size; a size of another latent shape gives
+    other table indices, so the check value refuses the file before its strings are decoded. (A size
+    within the same padded block, 71 for 70 rows, decodes the coded latents, cropped otherwise.)"""
+    from lic_utils.coding import TablesMismatch
+
+    m, blob = sample
+    for height in (700, 129, 1):
+        assert bs.parse(reseal(edit(blob, "<H", 22, height))).height == height
+        with pytest.raises(TablesMismatch):
+            bs.decode_image(m, reseal(edit(blob, "<H", 22, height)))
+
+
+def test_format_1_headers_keep_their_latent_shape_check(sample):
+    m, blob = sample
+    lic = bs.parse(blob)
+    v1 = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, list(lic.strings), None)
+    assert bs.parse(v1).version == 1 and bs.parse(v1).shape == lic.shape
+    for offset, value in ((26, 9), (22, 700)):
+        with pytest.raises(bs.CorruptFile, match="latent shape"):
+            bs.parse(reseal(edit(v1, "<H", offset, value)))
 
 
 def _move_bytes(blob, n):
@@ -187,7 +208,8 @@ def test_strings_longer_than_the_model_allows_are_refused(sample):
     lic = bs.parse(blob)
     counts = m.symbol_counts(lic.shape)
     long_z = b"\0" * (4 * counts[1] + 4)
-    crafted = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, [lic.strings[0], long_z])
+    crafted = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, [lic.strings[0], long_z],
+                      lic.check)
     with pytest.raises(bs.CorruptFile, match="more than"):
         bs.decode_image(m, crafted)
 
@@ -197,7 +219,7 @@ def test_encode_refuses_what_it_could_not_decode():
     with pytest.raises(LicError, match="one RGB image"):
         bs.encode_image(m, torch.rand(2, 3, 16, 16))
     with pytest.raises(LicError, match="outside what .lic files hold"):
-        bs.pack("0" * 16, "0" * 16, 70000, 1, (4375, 1), [b"\0" * 8])
+        bs.pack("0" * 16, "0" * 16, 70000, 1, (4375, 1), [b"\0" * 8], bytes(4))
 
 
 # --- command line -----------------------------------------------------------------------------------

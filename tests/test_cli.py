@@ -41,7 +41,7 @@ def lic_claiming(model, height: int, width: int) -> bytes:
     lh, lw = bitstream.expected_shape(height, width, 1)
     hashes = bytes.fromhex(model.config.config_hash()), bytes.fromhex(model.fingerprint())
     header = bitstream._FIXED.pack(bitstream.MAGIC, bitstream.FORMAT_VERSION, 1, *hashes,
-                                   height, width, lh, lw) + struct.pack("<I", 8)
+                                   height, width, bytes(4)) + struct.pack("<I", 8)
     payload = bytes(8)
     return (header + struct.pack("<I", zlib.crc32(header)) + payload
             + struct.pack("<I", zlib.crc32(payload)))

@@ -181,7 +181,8 @@ CRAFTED = textwrap.dedent(
     # every payload word set to `fill`: with 0xFF…, each symbol lands in the coder's escape slot and
     # its bypass-length chain runs through the payload (about 15 words read per payload word)
     strings = [fill * n for n in m.symbol_counts(shape)]
-    blob = bs.pack(m.config.config_hash(), m.fingerprint(), h, w, shape, strings)
+    # format 1 (no check value): the decoder runs the rANS coder on every string, z's and y's alike
+    blob = bs.pack(m.config.config_hash(), m.fingerprint(), h, w, shape, strings, None)
     try:
         x_hat = bs.decode_image(m, blob)
         print("decoded", tuple(x_hat.shape))

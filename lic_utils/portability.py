@@ -1,0 +1,110 @@
+"""Two machines on one: .lic files encoded and decoded in child processes that run other CPU kernels
+and thread counts, and what their decoders agree on.
+
+"other" runs oneDNN's SSE4.1 kernels and ATen's scalar ones on one thread
+(ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default), "here" this CPU's own kernels on two
+threads: their float sums differ in the last bits, as two machines' do. Each compresses the Kodak
+images with the given zoo models, then each decodes both machines' files. One row per (model, image,
+encoding machine): whether both decoders got the same latents (bit for bit), how far apart their
+8-bit pixels are (the synthesis transform runs in float), and, for models that derive their tables,
+whether both picked the same tables by the exact path and by the float one (as format 1 did).
+Used by tests/test_portable.py (a few images) and benchmarks/cross_machine.py (the whole zoo).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+MACHINES = {"other": {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default", "OMP_NUM_THREADS": "1"},
+            "here": {"OMP_NUM_THREADS": "2"}}
+
+
+def cross_decode(models: dict[str, int], work: str | os.PathLike) -> pd.DataFrame:
+    """Encode `models` ({zoo model name: number of Kodak images}) on both machines, decode every file
+    on both, and compare (the rows above). `work` keeps the files; finished steps are not redone."""
+    work = Path(work)
+    spec = ",".join(f"{name}={n}" for name, n in models.items())
+    for step in ("encode", "decode"):
+        for machine, env in MACHINES.items():
+            target = work / machine if step == "encode" else work / f"decoded-{machine}.npz"
+            if target.exists():
+                continue
+            run = subprocess.run([sys.executable, "-m", "lic_utils.portability", step, str(work), str(target), spec],
+                                 env={**os.environ, **env, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True,
+                                 text=True)
+            if run.returncode:
+                raise RuntimeError(f"{step} on machine {machine!r} failed:\n{run.stderr[-3000:]}")
+    return _compare(*(dict(np.load(work / f"decoded-{m}.npz")) for m in MACHINES))
+
+
+def _encode(out: Path, models: dict[str, int]) -> None:
+    from lic_utils import bitstream, data, evaluate, zoo
+
+    cards = {c["name"]: c for c in zoo.cards()}
+    partial = out.with_name(out.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    for name, n_images in models.items():
+        model = zoo.load(cards[name])
+        for image, img in evaluate.kodak_images(n_images):
+            (partial / f"{name}--{image}.lic").write_bytes(bitstream.encode_image(model, data.to_tensor(img)))
+    partial.rename(out)
+
+
+def _decode(root: Path, out: Path) -> None:
+    import torch
+
+    from lic_utils import bitstream, data, zoo
+    from lic_utils.exact import float_arithmetic
+
+    cards = {c["name"]: c for c in zoo.cards()}
+    arrays, loaded = {}, {}
+    for path in sorted(root.glob("*/*.lic")):
+        name = path.name.split("--")[0]
+        if name not in loaded:
+            loaded = {name: zoo.load(cards[name])}  # sorted by model: one loaded at a time
+        model, blob = loaded[name], path.read_bytes()
+        lic = bitstream.parse(blob)
+        key = f"{path.parent.name}/{path.stem}"
+        latents = model.decode_latents(list(lic.strings), lic.shape, lic.check)
+        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for _, t in sorted(latents.items())))
+        arrays[key + ":latents"] = np.frombuffer(digest.digest(), dtype=np.uint8)
+        arrays[key + ":pixels"] = data.to_uint8(bitstream.decode_image(model, blob))
+        if model.prior.derives_tables:
+            with torch.inference_mode():
+                for kind in ("exact", "float"):
+                    with float_arithmetic(model, kind == "float"):
+                        tables = model.prior.table_indexes(model.prior.scales(latents["z"]))
+                    arrays[f"{key}:{kind}_tables"] = tables.numpy()
+    np.savez(out.with_suffix(".partial.npz"), **arrays)
+    out.with_suffix(".partial.npz").rename(out)
+
+
+def _compare(a: dict, b: dict) -> pd.DataFrame:
+    rows = []
+    for key in sorted(k.removesuffix(":latents") for k in a if k.endswith(":latents")):
+        machine, stem = key.split("/")
+        model, image = stem.split("--")
+        diff = np.abs(a[key + ":pixels"].astype(int) - b[key + ":pixels"].astype(int))
+        row = {"model": model, "image": image, "encoded_on": machine,
+               "latents_same": a[key + ":latents"].tobytes() == b[key + ":latents"].tobytes(),
+               "max_pixel_diff": int(diff.max()), "pixels_differing_pct": 100 * float((diff > 0).mean())}
+        for kind in ("exact", "float"):
+            if f"{key}:{kind}_tables" in a:
+                row[f"{kind}_tables_same"] = a[f"{key}:{kind}_tables"].tobytes() == b[f"{key}:{kind}_tables"].tobytes()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+if __name__ == "__main__":  # a child: python -m lic_utils.portability encode|decode WORK TARGET SPEC
+    import torch
+
+    step, work, target, spec = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    models_ = {name: int(n) for name, n in (item.split("=") for item in spec.split(","))}
+    _encode(target, models_) if step == "encode" else _decode(work, target)
