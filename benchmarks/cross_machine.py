@@ -7,7 +7,7 @@ Two child processes play two machines (lic_utils.portability: oneDNN's SSE4.1 ke
 scalar ones on one thread, against this CPU's own kernels on two threads). Each compresses the Kodak
 images with every model of zoo/, then each decodes both machines' files; one row per file says
 whether the two decoders got the same latents, how far apart their pixels are, and, for the
-hyperprior, whether float h_s (format 1) would have picked the same tables on both. About 25 min
+hyperprior, whether they would have decoded the same latents with h_s in float (format 1). About 25 min
 for the 25 shipped models on 2 cores; the files stay in --work, and a rerun redoes no finished step.
 """
 import argparse
@@ -31,11 +31,11 @@ def main() -> None:
     print(f"latents the same on both machines: {int(df['latents_same'].sum())} of {len(df)}")
     print(f"pixels: at most {df['max_pixel_diff'].max()} level(s) apart, on at most "
           f"{df['pixels_differing_pct'].max():.4f} % of an image's pixels (mean {df['pixels_differing_pct'].mean():.4f} %)")
-    hyper = df[df["float_tables_same"].notna()] if "float_tables_same" in df else df.iloc[:0]
-    if len(hyper):
-        moved = hyper[~hyper["float_tables_same"].astype(bool)]
-        print(f"tables: the exact path's the same on {int(hyper['exact_tables_same'].astype(bool).sum())} of "
-              f"{len(hyper)} hyperprior files; float h_s (format 1) would have picked others on {len(moved)} "
+    derived = df[df["float_latents_same"].notna()] if "float_latents_same" in df else df.iloc[:0]
+    if len(derived):
+        moved = derived[~derived["float_latents_same"].astype(bool)]
+        print(f"with their networks in float (format 1), the two machines would have decoded other latents "
+              f"from {len(moved)} of the {len(derived)} files whose tables are derived "
               f"({moved.groupby('model').size().to_dict()})")
 
 

@@ -3,7 +3,7 @@
 One concept per module, in the order an image meets them:
 - `data`      datasets (Kodak, BSDS500, the LPIPS backbone), resolved and checked by sha256
 - `layers`    the transforms g_a, g_s, h_a, h_s
-- `priors`    quantization and the three entropy models
+- `priors`    quantization and the entropy models, one file each, registered by name
 - `coding`    CompressAI's rANS coder, the guards around it and the check value of the tables
 - `exact`     the exact twin of a network of convolutions: coding tables that are the same bits on
               every machine

@@ -284,6 +284,7 @@ def info(data: bytes, model=None) -> dict:
         "config_hash": lic.config_hash,
         "fingerprint": lic.fingerprint,
         "check_value": lic.check.hex() if lic.check is not None else None,
+        # what the header alone tells: side information (z) or not; with the model, its prior by name
         "prior_family": "hyperprior" if len(lic.strings) == 2 else "factorized",
         "height": lic.height,
         "width": lic.width,
@@ -297,6 +298,7 @@ def info(data: bytes, model=None) -> dict:
     }
     if model is not None:
         check_model(lic, model)
+        out["prior"] = model.config.prior
         bits = model.estimate_bits(list(lic.strings), lic.shape, **decode_options(lic, model))
         est = sum(bits.values())
         out["estimated_bits"] = {k: round(v, 1) for k, v in bits.items()}

@@ -22,7 +22,25 @@ from lic_utils.errors import LicError
 
 __all__ = ["EntropyBottleneck", "GaussianConditional", "bottleneck_likelihood", "gaussian_likelihood",
            "bottleneck_indexes", "tables_ready", "validate_tables", "check_encodable", "check_latents", "rans_safe",
-           "CHECK_BYTES", "check_value", "verify_check", "TablesMismatch"]
+           "CHECK_BYTES", "check_value", "verify_check", "TablesMismatch", "SCALE_MIN", "SCALE_MAX", "TABLE_MAX",
+           "TABLE_LEVELS", "update_scale_table", "table_indexes", "encode_gaussian", "GaussianStream"]
+
+# Gaussian scales live in [SCALE_MIN, SCALE_MAX] (CompressAI's range). The hyperprior codes each σ
+# with the next larger of TABLE_LEVELS log-spaced scales up to TABLE_MAX (steps of 2.5 %).
+# CompressAI's default (64 levels up to 256) costs ~2 % over the model's estimate on Kodak, as each
+# σ is rounded up by up to 13 %. Larger σ (rare: the learned channel step absorbs the latents'
+# range) are coded with σ = TABLE_MAX, correctly but dearer.
+SCALE_MIN, SCALE_MAX = 0.11, 256.0
+TABLE_MAX, TABLE_LEVELS = 64.0, 256
+
+
+def update_scale_table(gc: GaussianConditional, force: bool) -> bool:
+    """Give a GaussianConditional the study's table of TABLE_LEVELS scales and build its rANS tables
+    (kept in checkpoints, so a decoder never recomputes them)."""
+    from compressai.models.base import get_scale_table
+
+    return gc.update_scale_table(get_scale_table(SCALE_MIN, TABLE_MAX, TABLE_LEVELS).tolist(), force=force)
+
 
 # The check value of a .lic file: the first bytes of sha256 over the table index of every coded symbol
 # (4: a decoder with other tables goes unnoticed once in 2^32 files).
@@ -139,23 +157,60 @@ def rans_safe(string: bytes, n_symbols: int) -> bytes:
     return string + bytes(4 * pad_words)
 
 
-def check_value(indexes: list[torch.Tensor]) -> bytes:
-    """CHECK_BYTES bytes naming the table index of every coded symbol, in coding order: the encoder
-    stores it, the decoder recomputes it from what it decoded before it trusts the rest."""
+def check_value(tensors: list[torch.Tensor]) -> bytes:
+    """CHECK_BYTES bytes naming what a decoder must rebuild exactly, in coding order: the table index
+    of every coded symbol (integer tensors, as int32) and, for models that predict them, the means
+    and decoded values that feed later parameters (float tensors, as float32). The encoder stores
+    it, the decoder recomputes it from what it decoded before it trusts the rest."""
     h = hashlib.sha256()
-    for idx in indexes:
-        h.update(idx.detach().to("cpu", torch.int32).contiguous().numpy().astype("<i4").tobytes())
+    for t in tensors:
+        t = t.detach().to("cpu").contiguous()
+        kind = ("<f4", torch.float32) if t.is_floating_point() else ("<i4", torch.int32)
+        h.update(t.to(kind[1]).numpy().astype(kind[0]).tobytes())
     return h.digest()[:CHECK_BYTES]
 
 
-def verify_check(indexes: list[torch.Tensor], expected: bytes | None) -> None:
+def verify_check(tensors: list[torch.Tensor], expected: bytes | None) -> None:
     """Refuse to decode with tables other than the encoder's (a wrong image, never shown)."""
     if expected is None:
         return
-    here = check_value(indexes)
+    here = check_value(tensors)
     if here != expected:
         raise TablesMismatch(
             f"this .lic file cannot be decoded correctly here: the coding tables derived from it on this "
             f"machine differ from the ones its encoder used (check value {here.hex()}, the file says "
             f"{expected.hex()}), so decoding would give a wrong image; decode it with the program "
             "version that wrote it")
+
+
+def table_indexes(gc: GaussianConditional, scales: torch.Tensor) -> torch.Tensor:
+    """GaussianConditional.build_indexes (the smallest table scale ≥ σ) in one vectorized call:
+    comparisons only, so the same σ pick the same tables on every machine."""
+    return torch.bucketize(gc.lower_bound_scale(scales).contiguous(), gc.scale_table[:-1]).int()
+
+
+def encode_gaussian(gc: GaussianConditional, parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> bytes:
+    """Several (values, table indexes, means) coded one after the other into one rANS string, as if
+    one latent: the decoder reads them back in the same order (GaussianStream)."""
+    flat = [torch.cat([t.reshape(-1) for t in column])[None] for column in zip(*parts)]
+    return gc.compress(*flat)[0]
+
+
+class GaussianStream:
+    """Reads what encode_gaussian wrote, one part at a time: the indexes of a part may depend on the
+    values decoded before it."""
+
+    def __init__(self, gc: GaussianConditional, string: bytes):
+        from compressai.ans import RansDecoder
+
+        self.gc, self.decoder = gc, RansDecoder()
+        self.decoder.set_stream(string)
+        # the tables as the native coder takes them, converted once (not once a part)
+        self.tables = (gc._quantized_cdf.tolist(), gc._cdf_length.reshape(-1).int().tolist(),
+                       gc._offset.reshape(-1).int().tolist())
+
+    def decode(self, indexes: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+        """The next part: symbols + means, of the shape of `indexes`."""
+        symbols = self.decoder.decode_stream(indexes.reshape(-1).int().tolist(), *self.tables)
+        values = torch.tensor(symbols, dtype=torch.int32, device=means.device).reshape(indexes.shape)
+        return self.gc.dequantize(values, means, means.dtype)

@@ -24,7 +24,7 @@ needs no state of its own and the model's fingerprint names it too. ExactSequent
 nn.Sequential that uses it outside training.
 
 Supported layers: Conv2d (and subclasses with a `mask`, e.g. CompressAI's masked convolutions),
-ConvTranspose2d (groups 1, dilation 1), ReLU, LeakyReLU, Identity.
+ConvTranspose2d (groups 1, dilation 1), ReLU, LeakyReLU, Hardtanh, Identity.
 """
 from __future__ import annotations
 
@@ -110,6 +110,8 @@ class ExactNet:
                 self.steps.append(_ExactConv(layer, name))
             elif isinstance(layer, nn.ReLU):
                 self.steps.append(torch.relu)
+            elif isinstance(layer, nn.Hardtanh):  # a clamp: exact
+                self.steps.append(lambda x, lo=float(layer.min_val), hi=float(layer.max_val): x.clamp(lo, hi))
             elif isinstance(layer, nn.LeakyReLU):
                 slope = float(layer.negative_slope)
                 self.steps.append(lambda x, s=slope: torch.where(x >= 0, x, x * s))
@@ -130,7 +132,8 @@ class ExactNet:
 def weights_key(net: nn.Module) -> tuple:
     """Identifies the current weights of `net` (storage and in-place version of every tensor), so a
     twin is rebuilt when they change."""
-    return tuple((k, t.data_ptr(), t._version, tuple(t.shape)) for k, t in net.state_dict().items())
+    return tuple((k, t.data_ptr(), -1 if t.is_inference() else t._version, tuple(t.shape))
+                 for k, t in net.state_dict().items())  # an inference tensor has no version: its storage names it
 
 
 class ExactSequential(nn.Sequential):

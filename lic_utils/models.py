@@ -2,7 +2,7 @@
 
     x ─g_a─► y ─÷s─► v ─Q─► v̂ ─×s─► ŷ ─g_s─► x̂        s: a learned quantization step per channel
                           │
-                          └─ entropy model p(v̂) (lic_utils.priors): factorized, Gaussian or hyperprior
+                          └─ entropy model p(v̂) (lic_utils.priors, one file each, by name)
 
 The transforms are in `layers`, quantization and the entropy models in `priors`, the calls into
 CompressAI's rANS coder in `coding`. In training, Q is a differentiable proxy (`ModelConfig.quantizer`:
@@ -20,7 +20,7 @@ import pickle
 import textwrap
 import warnings
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ ARCH_VERSION = 1
 PRIORS = tuple(ENTROPY_MODELS)
 QUANTIZERS = ("noise", "ste", "mixed")
 # Fields that define the network (and so the bitstream). The quantizer only shapes training.
+# prior_options joins them when it is not empty (so the hashes of models without options stay).
 ARCH_FIELDS = ("prior", "channel_scale", "N", "M")
 
 CHECKPOINT_FORMAT = "lic_utils.checkpoint"
@@ -51,15 +52,22 @@ CHECKPOINT_VERSION = 1
 class ModelConfig:
     """Everything needed to rebuild a codec; `config_hash` names the architecture in .lic files."""
 
-    prior: str = "factorized"  # "factorized" | "factorized-gaussian" | "hyperprior"
+    prior: str = "factorized"  # an entropy model of lic_utils.priors.REGISTRY
     quantizer: str = "noise"  # "noise" | "ste" | "mixed"
     channel_scale: bool = True  # learn a quantization step per latent channel
     N: int = 48  # hidden channels (48: encode + decode of a Kodak image ≤ 150 ms on 2 cores)
     M: int = 96  # latent channels
+    prior_options: dict = field(default_factory=dict)  # the prior's own settings (its `options`)
 
     def __post_init__(self):
         if self.prior not in PRIORS:
             raise LicError(f"unknown prior {self.prior!r}; choose one of {', '.join(PRIORS)}")
+        if not isinstance(self.prior_options, dict):
+            raise LicError(f"prior_options must be a mapping, got {self.prior_options!r}")
+        unknown = set(self.prior_options) - set(ENTROPY_MODELS[self.prior].options)
+        if unknown:
+            known = ", ".join(ENTROPY_MODELS[self.prior].options) or "none"
+            raise LicError(f"unknown option(s) {sorted(unknown)} of the {self.prior} prior; its options: {known}")
         if self.quantizer not in QUANTIZERS:
             raise LicError(f"unknown quantizer {self.quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
         if not isinstance(self.channel_scale, bool):
@@ -70,7 +78,10 @@ class ModelConfig:
                 raise LicError(f"{name} must be an integer in 1..1024, got {value!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["prior_options"]:  # as configs were written before priors had options
+            del d["prior_options"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | ModelConfig) -> ModelConfig:
@@ -85,17 +96,19 @@ class ModelConfig:
     def config_hash(self) -> str:
         """16 hex digits of sha256 over the architecture-defining fields (stable across runs)."""
         arch = {k: getattr(self, k) for k in ARCH_FIELDS} | {"arch_version": ARCH_VERSION}
+        if self.prior_options:
+            arch["prior_options"] = self.prior_options
         return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
     def pad_multiple(self) -> int:
         """Image sides are padded to this: the total downsampling of the latents that get coded."""
-        return 64 if self.prior == "hyperprior" else 16
+        return ENTROPY_MODELS[self.prior].stride
 
 
 # --- the codec ---------------------------------------------------------------------------------------
 class LearnedCodec(CompressionModel):
-    """g_a / g_s of Ballé et al. 2018 around one of three entropy models, with a learned step per channel."""
+    """g_a / g_s of Ballé et al. 2018 around an entropy model of lic_utils.priors, with a learned step per channel."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -106,7 +119,7 @@ class LearnedCodec(CompressionModel):
         self.g_s = synthesis_transform(N, M)
         # s = exp(log_channel_scale): the entropy model sees y/s, the decoder gets round(y/s)·s.
         self.log_channel_scale = nn.Parameter(torch.zeros(M)) if config.channel_scale else None
-        self.prior = ENTROPY_MODELS[config.prior](N, M)
+        self.prior = ENTROPY_MODELS[config.prior](N, M, **config.prior_options)
         self._fingerprint_cache: tuple | None = None
 
     # --- the forward pass, in data-flow order: g_a → ÷s → Q and prior → ×s → g_s

@@ -9,8 +9,7 @@ from lic_utils import coding
 from lic_utils.errors import LicError
 from lic_utils.layers import GDN, pad_to_multiple
 from lic_utils.models import LearnedCodec
-from lic_utils.priors import (FactorizedEntropyModel, GaussianEntropyModel, HyperpriorEntropyModel,
-                              bottleneck_center, channel_view, quantize)
+from lic_utils.priors import FactorizedEntropyModel, GaussianEntropyModel, channel_view
 
 
 @torch.no_grad()
@@ -22,10 +21,8 @@ def inspect(model: LearnedCodec, x: torch.Tensor) -> dict:
     v_hat, likelihoods = model.prior(v, ("round", "round"))
     out = {"y": v * model.channel_scale(), "v": v, "v_hat": v_hat, "likelihoods": likelihoods,
            "x_hat": model.synthesize(v_hat, (H, W)), "pixels": H * W * x.shape[0]}  # fmt: skip
-    if isinstance(model.prior, HyperpriorEntropyModel):
-        z = model.prior.h_a(v.abs())
-        out["z_hat"] = quantize(z, "round", bottleneck_center(model.prior.entropy_bottleneck))
-        out["scales"] = model.prior.scales(out["z_hat"])
+    if hasattr(model.prior, "side_information"):  # ẑ, and the σ (and μ) it predicts
+        out.update(model.prior.side_information(v))
     return out
 
 
@@ -62,7 +59,8 @@ def prior_density(model: LearnedCodec, values: torch.Tensor) -> np.ndarray:
         scales = channel_view(prior.scale()).expand_as(v)
         p = coding.gaussian_likelihood(prior.gaussian_conditional, v, scales, prior.center())
     else:
-        raise LicError("the hyperprior has no fixed density: its σ depends on the image (see inspect()['scales'])")
+        raise LicError(f"the {model.config.prior} prior has no fixed density: its σ depends on the image "
+                       "(see inspect()['scales'])")
     return p[0, :, 0].cpu().numpy()
 
 
