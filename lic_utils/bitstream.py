@@ -4,7 +4,7 @@ Layout (integers little-endian):
 
     magic        4   b"\\x89LIC"   (a non-ASCII first byte, as in PNG, catches text-mode mangling)
     version      1   FORMAT_VERSION
-    n_strings    1   1 (factorized priors: y) or 2 (hyperprior: y, z)
+    n_strings    1   1 (priors without side information: y) or 2 (y, and the side information z)
     config_hash  8   architecture of the model (ModelConfig.config_hash)
     fingerprint  8   weights of the model (LearnedCodec.fingerprint): checkpoints of one architecture differ here
     height       2   image size in pixels
@@ -107,7 +107,9 @@ def header_size(n_strings: int) -> int:
 
 
 def expected_shape(height: int, width: int, n_strings: int) -> tuple[int, int]:
-    """Coded latent shape of an image: y at /16 of the padded image, or z at /64 for the hyperprior."""
+    """Coded latent shape of an image: y at /16 of the padded image, or z at /64 for the priors with
+    side information (every such prior of lic_utils.priors has stride 64; check_model compares with
+    the model's own coded_shape)."""
     stride = PAD_MULTIPLE[n_strings]
     return (math.ceil(height / stride), math.ceil(width / stride))
 

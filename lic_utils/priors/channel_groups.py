@@ -24,7 +24,7 @@ from lic_utils.exact import ExactSequential, float_arithmetic
 from lic_utils.layers import conv
 from lic_utils.priors import register
 from lic_utils.priors.mean_scale import MeanScaleHyperprior
-from lic_utils.priors.quantization import bottleneck_center, quantize, quantize_pair
+from lic_utils.priors.quantization import bottleneck_center, quantize_pair
 
 
 def default_groups(M: int) -> tuple[int, ...]:
@@ -111,15 +111,10 @@ class ChannelGroupsPrior(MeanScaleHyperprior):
             "y": y_lik, "z": coding.bottleneck_likelihood(self.entropy_bottleneck, z_rate)}
 
     def compress(self, v, exact: bool = True) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(v)
-        coding.check_latents(z)
-        center = bottleneck_center(eb)
-        z_indexes = coding.bottleneck_indexes(eb, z.size())
-        coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
-        z_strings = eb.compress(z)
+        gc = self.gaussian_conditional
+        z_string, z_hat, z_indexes = self.code_side_information(v)
         with float_arithmetic(self, not exact):
-            walked = self._groups(self.features(quantize(z, "round", center)), ("round", "round"), v=v)
+            walked = self._groups(self.features(z_hat), ("round", "round"), v=v)
         parts, checked = [], [z_indexes]
         for part, (_, means, scales, _) in zip(v.split(self.groups, 1), walked):
             indexes = self.table_indexes(scales)
@@ -127,16 +122,15 @@ class ChannelGroupsPrior(MeanScaleHyperprior):
             parts.append((part, indexes, means))
             checked += [indexes, means]
         v_hat = torch.cat([y for *_, y in walked], 1)
-        return {"strings": [coding.encode_gaussian(gc, parts), z_strings[0]], "shape": tuple(z.shape[-2:]),
+        return {"strings": [coding.encode_gaussian(gc, parts), z_string], "shape": tuple(z_hat.shape[-2:]),
                 "check": coding.check_value([*checked, v_hat])}
 
     def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
-        eb = self.entropy_bottleneck
-        z_hat = eb.decompress([strings[1]], tuple(shape))
+        z_hat, z_indexes = self.decode_side_information(strings[1], shape)
         with float_arithmetic(self, not exact):
             walked = self._groups(self.features(z_hat), None,
                                   stream=coding.GaussianStream(self.gaussian_conditional, strings[0]))
-        checked = [coding.bottleneck_indexes(eb, z_hat.size())]
+        checked = [z_indexes]
         for _, means, scales, _ in walked:
             checked += [self.table_indexes(scales), means]
         v_hat = torch.cat([y for *_, y in walked], 1)
@@ -153,7 +147,7 @@ class ChannelGroupsPrior(MeanScaleHyperprior):
         return {"y": torch.cat(out, 1), "z": coding.bottleneck_likelihood(self.entropy_bottleneck, latents["z"])}
 
     def side_information(self, v: torch.Tensor) -> dict:
-        z_hat = quantize(self.h_a(v), "round", bottleneck_center(self.entropy_bottleneck))
+        z_hat = self.quantized_side_information(v)
         walked = self._groups(self.features(z_hat), ("round", "round"), v=v)
         return {"z_hat": z_hat, "scales": torch.cat([s for _, _, s, _ in walked], 1),
                 "means": torch.cat([m for _, m, _, _ in walked], 1), "groups": self.groups}

@@ -23,7 +23,7 @@ from lic_utils.exact import ExactSequential, float_arithmetic
 from lic_utils.layers import conv
 from lic_utils.priors import register
 from lic_utils.priors.mean_scale import MeanScaleHyperprior
-from lic_utils.priors.quantization import bottleneck_center, quantize, quantize_pair
+from lic_utils.priors.quantization import bottleneck_center, quantize_pair
 
 with warnings.catch_warnings():  # compressai's import triggers torch.jit.script deprecation notices
     warnings.simplefilter("ignore", FutureWarning)
@@ -97,15 +97,10 @@ class CheckerboardPrior(MeanScaleHyperprior):
         return v_hat, {"y": y_lik, "z": coding.bottleneck_likelihood(self.entropy_bottleneck, z_rate)}
 
     def compress(self, v, exact: bool = True) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(v)
-        coding.check_latents(z)
-        center = bottleneck_center(eb)
-        z_indexes = coding.bottleneck_indexes(eb, z.size())
-        coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
-        z_strings = eb.compress(z)
+        gc = self.gaussian_conditional
+        z_string, z_hat, z_indexes = self.code_side_information(v)
         with float_arithmetic(self, not exact):
-            passes, _ = self._passes(self.h_s(quantize(z, "round", center)), ("round", "round"), v=v)
+            passes, _ = self._passes(self.h_s(z_hat), ("round", "round"), v=v)
         parts, checked = [], [z_indexes]
         for mask, _, means, scales in passes:
             pick = mask.expand_as(means)
@@ -113,16 +108,15 @@ class CheckerboardPrior(MeanScaleHyperprior):
             coding.check_encodable(torch.round(v[pick] - means[pick]).int(), indexes, gc)
             parts.append((v[pick], indexes, means[pick]))
             checked += [indexes, means[pick]]
-        return {"strings": [coding.encode_gaussian(gc, parts), z_strings[0]], "shape": tuple(z.shape[-2:]),
+        return {"strings": [coding.encode_gaussian(gc, parts), z_string], "shape": tuple(z_hat.shape[-2:]),
                 "check": coding.check_value(checked)}
 
     def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
-        eb = self.entropy_bottleneck
-        z_hat = eb.decompress([strings[1]], tuple(shape))
+        z_hat, z_indexes = self.decode_side_information(strings[1], shape)
         with float_arithmetic(self, not exact):
             passes, v_hat = self._passes(self.h_s(z_hat), None,
                                          stream=coding.GaussianStream(self.gaussian_conditional, strings[0]))
-        checked = [coding.bottleneck_indexes(eb, z_hat.size())]
+        checked = [z_indexes]
         for mask, _, means, scales in passes:
             pick = mask.expand_as(means)
             checked += [self.table_indexes(scales[pick]), means[pick]]
@@ -139,7 +133,7 @@ class CheckerboardPrior(MeanScaleHyperprior):
         return {"y": y_lik, "z": coding.bottleneck_likelihood(self.entropy_bottleneck, latents["z"])}
 
     def side_information(self, v: torch.Tensor) -> dict:
-        z_hat = quantize(self.h_a(v), "round", bottleneck_center(self.entropy_bottleneck))
+        z_hat = self.quantized_side_information(v)
         passes, _ = self._passes(self.h_s(z_hat), ("round", "round"), v=v)
         (first, _, m1, s1), (_, _, m2, s2) = passes
         return {"z_hat": z_hat, "anchors": first, "scales": torch.where(first, s1, s2),

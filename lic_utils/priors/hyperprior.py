@@ -48,28 +48,41 @@ class HyperpriorEntropyModel(nn.Module):
         }
         return v_synth, likelihoods
 
-    def compress(self, v, exact: bool = True) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(v.abs())
+    def analysis_input(self, v: torch.Tensor) -> torch.Tensor:
+        """What h_a sees: |v| (σ does not depend on the sign; the mean-scale priors override this)."""
+        return v.abs()
+
+    def code_side_information(self, v: torch.Tensor) -> tuple[bytes, torch.Tensor, torch.Tensor]:
+        """z = h_a(v) entropy-coded: (its string, ẑ as the decoder gets it, its table indexes)."""
+        eb = self.entropy_bottleneck
+        z = self.h_a(self.analysis_input(v))
         coding.check_latents(z)
         center = bottleneck_center(eb)
         z_indexes = coding.bottleneck_indexes(eb, z.size())
         coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
-        z_strings = eb.compress(z)
-        z_hat = quantize(z, "round", center)  # = eb.decompress(z_strings), bit for bit, without decoding
+        # round(z − median) + median = eb.decompress of the string, bit for bit, without decoding it
+        return eb.compress(z)[0], quantize(z, "round", center), z_indexes
+
+    def decode_side_information(self, string: bytes, shape) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ẑ, its table indexes) from z's string."""
+        z_hat = self.entropy_bottleneck.decompress([string], tuple(shape))
+        return z_hat, coding.bottleneck_indexes(self.entropy_bottleneck, z_hat.size())
+
+    def compress(self, v, exact: bool = True) -> dict:
+        gc = self.gaussian_conditional
+        z_string, z_hat, z_indexes = self.code_side_information(v)
         with float_arithmetic(self, not exact):
             indexes = self.table_indexes(self.scales(z_hat))
         coding.check_encodable(torch.round(v).int(), indexes, gc)
         y_strings = gc.compress(v, indexes)
-        return {"strings": [y_strings[0], z_strings[0]], "shape": tuple(z.shape[-2:]),
+        return {"strings": [y_strings[0], z_string], "shape": tuple(z_hat.shape[-2:]),
                 "check": coding.check_value([z_indexes, indexes])}
 
     def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
-        eb = self.entropy_bottleneck
-        z_hat = eb.decompress([strings[1]], tuple(shape))
+        z_hat, z_indexes = self.decode_side_information(strings[1], shape)
         with float_arithmetic(self, not exact):
             indexes = self.table_indexes(self.scales(z_hat))
-        coding.verify_check([coding.bottleneck_indexes(eb, z_hat.size()), indexes], check)  # before y
+        coding.verify_check([z_indexes, indexes], check)  # before y
         return {"y": self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype), "z": z_hat}
 
     def likelihoods(self, latents: dict) -> dict:
@@ -82,9 +95,13 @@ class HyperpriorEntropyModel(nn.Module):
         """The coding table of every element of y (coding.table_indexes)."""
         return coding.table_indexes(self.gaussian_conditional, scales)
 
+    def quantized_side_information(self, v: torch.Tensor) -> torch.Tensor:
+        """ẑ of v as compress would code it (eval mode)."""
+        return quantize(self.h_a(self.analysis_input(v)), "round", bottleneck_center(self.entropy_bottleneck))
+
     def side_information(self, v: torch.Tensor) -> dict:
         """What notebook 03 looks at: ẑ and the σ it predicts for v (eval mode)."""
-        z_hat = quantize(self.h_a(v.abs()), "round", bottleneck_center(self.entropy_bottleneck))
+        z_hat = self.quantized_side_information(v)
         return {"z_hat": z_hat, "scales": self.scales(z_hat)}
 
     def coded_shape(self, v_hw) -> tuple[int, int]:

@@ -15,7 +15,7 @@ from lic_utils.exact import ExactSequential, float_arithmetic
 from lic_utils.layers import conv, deconv, inference_layout
 from lic_utils.priors import register
 from lic_utils.priors.hyperprior import HyperpriorEntropyModel
-from lic_utils.priors.quantization import bottleneck_center, quantize, quantize_pair
+from lic_utils.priors.quantization import bottleneck_center, quantize_pair
 
 
 def mean_scale_analysis(N: int, M: int) -> nn.Sequential:
@@ -64,28 +64,25 @@ class MeanScaleHyperprior(HyperpriorEntropyModel):
         return v_synth, {"y": coding.gaussian_likelihood(self.gaussian_conditional, v_rate, scales, means),
                          "z": coding.bottleneck_likelihood(self.entropy_bottleneck, z_rate)}
 
-    def compress(self, v, exact: bool = True) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(v)
-        coding.check_latents(z)
-        center = bottleneck_center(eb)
-        z_indexes = coding.bottleneck_indexes(eb, z.size())
-        coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
-        z_strings = eb.compress(z)
-        with float_arithmetic(self, not exact):
-            means, scales = self.gaussian_params(quantize(z, "round", center))  # ẑ as the decoder gets it
-        indexes = self.table_indexes(scales)
-        coding.check_encodable(torch.round(v - means).int(), indexes, gc)
-        return {"strings": [gc.compress(v, indexes, means)[0], z_strings[0]], "shape": tuple(z.shape[-2:]),
-                "check": coding.check_value([z_indexes, indexes, means])}
+    def analysis_input(self, v: torch.Tensor) -> torch.Tensor:
+        return v  # signed: the means need the sign
 
-    def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
-        eb = self.entropy_bottleneck
-        z_hat = eb.decompress([strings[1]], tuple(shape))
+    def compress(self, v, exact: bool = True) -> dict:
+        gc = self.gaussian_conditional
+        z_string, z_hat, z_indexes = self.code_side_information(v)
         with float_arithmetic(self, not exact):
             means, scales = self.gaussian_params(z_hat)
         indexes = self.table_indexes(scales)
-        coding.verify_check([coding.bottleneck_indexes(eb, z_hat.size()), indexes, means], check)  # before y
+        coding.check_encodable(torch.round(v - means).int(), indexes, gc)
+        return {"strings": [gc.compress(v, indexes, means)[0], z_string], "shape": tuple(z_hat.shape[-2:]),
+                "check": coding.check_value([z_indexes, indexes, means])}
+
+    def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
+        z_hat, z_indexes = self.decode_side_information(strings[1], shape)
+        with float_arithmetic(self, not exact):
+            means, scales = self.gaussian_params(z_hat)
+        indexes = self.table_indexes(scales)
+        coding.verify_check([z_indexes, indexes, means], check)  # before y
         return {"y": self.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype, means), "z": z_hat}
 
     def likelihoods(self, latents: dict) -> dict:
@@ -94,6 +91,6 @@ class MeanScaleHyperprior(HyperpriorEntropyModel):
                 "z": coding.bottleneck_likelihood(self.entropy_bottleneck, latents["z"])}
 
     def side_information(self, v: torch.Tensor) -> dict:
-        z_hat = quantize(self.h_a(v), "round", bottleneck_center(self.entropy_bottleneck))
+        z_hat = self.quantized_side_information(v)
         means, scales = self.gaussian_params(z_hat)
         return {"z_hat": z_hat, "scales": scales, "means": means}

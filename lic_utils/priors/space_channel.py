@@ -19,7 +19,7 @@ from lic_utils.priors import register
 from lic_utils.priors.channel_groups import checked_groups, group_network
 from lic_utils.priors.checkerboard import CheckerboardContext, anchors
 from lic_utils.priors.mean_scale import MeanScaleHyperprior
-from lic_utils.priors.quantization import bottleneck_center, quantize, quantize_pair
+from lic_utils.priors.quantization import bottleneck_center, quantize_pair
 
 
 @register
@@ -92,31 +92,25 @@ class SpaceChannelPrior(MeanScaleHyperprior):
         return v_hat, {"y": torch.cat(lik, 1), "z": coding.bottleneck_likelihood(self.entropy_bottleneck, z_rate)}
 
     def compress(self, v, exact: bool = True) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        z = self.h_a(v)
-        coding.check_latents(z)
-        center = bottleneck_center(eb)
-        z_indexes = coding.bottleneck_indexes(eb, z.size())
-        coding.check_encodable(torch.round(z - center).int(), z_indexes, eb)
-        z_strings = eb.compress(z)
+        gc = self.gaussian_conditional
+        z_string, z_hat, z_indexes = self.code_side_information(v)
         with float_arithmetic(self, not exact):
-            walked, _ = self._walk(self.h_s(quantize(z, "round", center)), ("round", "round"), v=v)
+            walked, _ = self._walk(self.h_s(z_hat), ("round", "round"), v=v)
         parts, checked = [], [z_indexes]
         for values, means, scales in self._parts(v, walked):
             indexes = self.table_indexes(scales)
             coding.check_encodable(torch.round(values - means).int(), indexes, gc)
             parts.append((values, indexes, means))
             checked += [indexes, means]
-        return {"strings": [coding.encode_gaussian(gc, parts), z_strings[0]], "shape": tuple(z.shape[-2:]),
+        return {"strings": [coding.encode_gaussian(gc, parts), z_string], "shape": tuple(z_hat.shape[-2:]),
                 "check": coding.check_value(checked)}
 
     def decompress(self, strings, shape, check=None, exact: bool = True) -> dict:
-        eb = self.entropy_bottleneck
-        z_hat = eb.decompress([strings[1]], tuple(shape))
+        z_hat, z_indexes = self.decode_side_information(strings[1], shape)
         with float_arithmetic(self, not exact):
             walked, v_hat = self._walk(self.h_s(z_hat), None,
                                        stream=coding.GaussianStream(self.gaussian_conditional, strings[0]))
-        checked = [coding.bottleneck_indexes(eb, z_hat.size())]
+        checked = [z_indexes]
         for _, means, scales in self._parts(v_hat, walked):
             checked += [self.table_indexes(scales), means]
         coding.verify_check(checked, check)  # later passes' tables depend on earlier passes' values
@@ -134,7 +128,7 @@ class SpaceChannelPrior(MeanScaleHyperprior):
         return {"y": torch.cat(lik, 1), "z": coding.bottleneck_likelihood(self.entropy_bottleneck, latents["z"])}
 
     def side_information(self, v: torch.Tensor) -> dict:
-        z_hat = quantize(self.h_a(v), "round", bottleneck_center(self.entropy_bottleneck))
+        z_hat = self.quantized_side_information(v)
         walked, _ = self._walk(self.h_s(z_hat), ("round", "round"), v=v)
         merged = [torch.where(walked[i][0], walked[i][j], walked[i + 1][j]) for i in range(0, len(walked), 2)
                   for j in (2, 3)]
