@@ -324,13 +324,16 @@ def _args_decompress(p: argparse.ArgumentParser) -> None:
 
 
 def _run_decompress(args) -> int:
+    import os
+
     from lic_utils import bitstream, data, zoo
     from lic_utils.files import check_output
 
     check_output(args.output, args.input, b"\x89PNG\r\n\x1a\n", "PNG")
     x_hat = bitstream.read_lic(args.input, zoo.decoder_for(args.input, args.checkpoint))
     data.save_png(data.to_uint8(x_hat), args.output)
-    print(args.output)
+    if os.path.isfile(args.output) and args.output != "/dev/stdout":  # not after the PNG itself
+        print(args.output)
     return 0
 
 
@@ -481,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     except LicError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of our output left (`| head`): end quietly, as cat does
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (MemoryError, RuntimeError) as e:
         if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):  # torch's CPU OOM
             raise

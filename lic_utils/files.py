@@ -27,9 +27,17 @@ def atomic_path(path: str | os.PathLike):
 
     The temporary file is `.NAME.XXXXXXXX.tmp`; ones older than a minute are what a killed write
     left behind, and are removed. A failed write (permissions, a full disk, a parent that is a file)
-    is a LicError naming `path` and the fix.
+    is a LicError naming `path` and the fix. A symbolic link is followed (the file it names is
+    replaced, the link stays); an existing output that is not a regular file (a device such as
+    /dev/null or /dev/stdout, a FIFO, a socket) is never renamed over: the finished bytes are
+    written into it.
     """
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # (through links: /dev/stdout)
+        yield from _written_into(path)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_temporaries(path)
@@ -46,6 +54,24 @@ def atomic_path(path: str | os.PathLike):
         if isinstance(e, OSError):
             raise write_error(path, e) from None
         raise
+
+
+def _written_into(path: Path):
+    """atomic_path for a device, FIFO or socket: a private temporary file, then its bytes written
+    into `path` (no rename: that would put a regular file where the device was)."""
+    fd, tmp = tempfile.mkstemp(prefix="lic-", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as src, open(path, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+    except BrokenPipeError:  # the reader left (`| head`): the caller ends quietly, as other tools do
+        raise
+    except OSError as e:
+        raise write_error(path, e) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -86,7 +112,7 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike, magic: by
         raise LicError(f"refusing to write {output} over the input {source}: choose another output")
     if out.is_dir():
         raise LicError(f"cannot write {output}: it is a folder: name a file")
-    if magic and out.is_file():
+    if magic and out.is_file() and out.stat().st_size:  # (an empty file holds nothing to lose: `> out.png`)
         with open(out, "rb") as f:
             if f.read(len(magic)) != magic:
                 raise LicError(f"{output} exists and is not a {kind} file: choose another output "

@@ -213,3 +213,22 @@ def test_coder_tables_that_would_crash_the_native_coder_are_refused(files, tmp_p
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
     assert one_line(proc.stderr, f"error: {tmp_path / 'zeroed.pt'} is corrupted: the rANS tables of "
                                  "prior.entropy_bottleneck have a CDF row")
+
+
+def test_decompress_into_a_pipe_and_a_reader_that_leaves(files, tmp_path):
+    """`decompress f.lic /dev/stdout | …` gives the PNG on the pipe (nothing else on it), and a reader
+    that stops early (`| head -c 8`) ends the command quietly, as it ends cat. (/proc/self/fd/1 is
+    where /dev/stdout leads; named so that a regression cannot rename a file over the system's
+    /dev/stdout: test_files checks that a FIFO is written into, not replaced.)"""
+    stdout = "/proc/self/fd/1"
+    lic = tmp_path / "small.lic"
+    run = lambda *argv, **kw: subprocess.run([sys.executable, "-m", "lic_utils", *map(str, argv)], cwd=REPO,  # noqa: E731
+                                             env={**os.environ, "OMP_NUM_THREADS": "1"}, **kw)
+    assert run("compress", files / "small.png", lic, "--checkpoint", files / "c.pt", capture_output=True).returncode == 0
+    whole = run("decompress", lic, stdout, "--checkpoint", files / "c.pt", capture_output=True)
+    assert whole.returncode == 0 and whole.stdout.startswith(b"\x89PNG") and whole.stderr == b""
+    assert Image.open(__import__("io").BytesIO(whole.stdout)).size == (96, 64)
+    shell = f"{sys.executable} -m lic_utils decompress {lic} {stdout} --checkpoint {files / 'c.pt'} | head -c 8"
+    cut = subprocess.run(["bash", "-c", shell + "; echo \" ${PIPESTATUS[0]}\""], cwd=REPO, capture_output=True)
+    assert cut.stdout.startswith(b"\x89PNG\r\n\x1a\n") and cut.stdout.split()[-1] in (b"0", b"141")
+    assert b"error" not in cut.stderr and b"Traceback" not in cut.stderr

@@ -30,3 +30,27 @@ def test_a_folder_lock_is_exclusive_and_released(tmp_path):
     with files.folder_lock(run, "training"):
         pass
     assert [p.name for p in run.iterdir()] == [".lock"]
+
+
+def test_outputs_that_are_not_regular_files_are_written_into_not_replaced(tmp_path):
+    """A FIFO (or /dev/null, /dev/stdout) stays what it is and gets the bytes; a symbolic link stays
+    a link and the file it names is replaced atomically."""
+    import stat
+    import threading
+
+    from lic_utils.files import atomic_write_bytes
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    atomic_write_bytes(fifo, b"through the pipe")
+    reader.join(timeout=10)
+    assert got == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+    target, link = tmp_path / "real.png", tmp_path / "link.png"
+    target.write_bytes(b"old")
+    link.symlink_to(target)
+    atomic_write_bytes(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"

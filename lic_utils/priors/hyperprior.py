@@ -39,7 +39,7 @@ class HyperpriorEntropyModel(nn.Module):
         return self.h_s(z_hat if self.training else inference_layout(z_hat))
 
     def forward(self, v, quantizers):
-        z = self.h_a(v.abs())
+        z = self.h_a(self.analysis_input(v))
         z_rate, z_synth = quantize_pair(z, quantizers, bottleneck_center(self.entropy_bottleneck))
         v_rate, v_synth = quantize_pair(v, quantizers)
         likelihoods = {
