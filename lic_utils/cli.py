@@ -355,11 +355,19 @@ def _run_info(args) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (argparse turns the ValueError into a one-line usage error)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text}")
+    return value
+
+
 def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="model checkpoint (default: an untrained default model, as fast as a trained one)")
     p.add_argument("--images", type=int, default=24, help="the first N Kodak images (default: all 24)")
-    p.add_argument("--repeats", type=int, default=3, help="time each image this many times, keep the best")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--repeats", type=_positive_int, default=3, help="time each image this many times, keep the best")
+    p.add_argument("--threads", type=_positive_int, default=2, help="torch CPU threads (default 2)")
 
 
 def _run_bench(args) -> int:

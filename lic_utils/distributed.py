@@ -13,11 +13,23 @@ import torch
 
 # --- devices and processes -------------------------------------------------------------------------
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """`auto`: cuda (the local rank's GPU) → mps → cpu; anything else is passed to torch.device."""
+    """`auto`: cuda (the local rank's GPU) → mps → cpu; anything else is passed to torch.device,
+    and refused in one line when it names no device, or one this machine does not have."""
     if name == "cuda" and torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name != "auto":
-        return torch.device(name)
+        from lic_utils.errors import LicError
+
+        try:
+            device = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise LicError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
+        usable = {"cuda": torch.cuda.is_available, "mps": lambda: getattr(torch.backends, "mps", None) is not None
+                  and torch.backends.mps.is_available()}.get(device.type, lambda: device.type in ("cpu", "meta"))
+        if not usable():
+            raise LicError(f"device {name!r} is not available on this machine (no {device.type.upper()} "
+                           "device torch can use): use --device cpu, or auto to take the best there is")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     mps = getattr(torch.backends, "mps", None)

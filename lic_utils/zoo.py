@@ -35,6 +35,10 @@ def zoo_dir(folder=None) -> Path:
 
 
 # --- reading ---------------------------------------------------------------------------------------
+# what compress, models and the study read from every card
+CARD_FIELDS = ("name", "family", "lmbda", "model", "file", "kodak")
+
+
 def cards(folder=None) -> list[dict]:
     """Every model's card, default family first, then by family and Kodak bpp; [] when the zoo is empty."""
     out = []
@@ -45,8 +49,17 @@ def cards(folder=None) -> list[dict]:
             raise LicError(f"zoo card {path} is unreadable ({e}); restore it with git checkout -- {path}") from None
         if not isinstance(card, dict) or card.get("card_version") != CARD_VERSION or "fingerprint" not in card:
             raise LicError(f"{path} is not a zoo card of version {CARD_VERSION}; restore it with git checkout")
+        missing = [k for k in CARD_FIELDS if k not in card]
+        if "kodak" in card and not (isinstance(card["kodak"], dict) and "bpp" in card["kodak"]):
+            missing.append("kodak.bpp")
+        if missing:
+            raise LicError(f"zoo card {path} lacks {', '.join(missing)}; restore it with git checkout -- {path}")
         card["path"] = str(path.with_suffix(".pt"))
         out.append(card)
+    defaults = [c["name"] for c in out if c.get("default")]
+    if len(defaults) > 1:
+        raise LicError(f"{len(defaults)} zoo cards are marked default ({', '.join(defaults)}): keep one "
+                       f"(\"default\": true in its card), or restore them with git checkout -- {zoo_dir(folder)}")
     default = next((c["family"] for c in out if c.get("default")), None)
     return sorted(out, key=lambda c: (c["family"] != default, c["family"], c["kodak"]["bpp"]))
 

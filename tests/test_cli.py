@@ -232,3 +232,22 @@ def test_decompress_into_a_pipe_and_a_reader_that_leaves(files, tmp_path):
     cut = subprocess.run(["bash", "-c", shell + "; echo \" ${PIPESTATUS[0]}\""], cwd=REPO, capture_output=True)
     assert cut.stdout.startswith(b"\x89PNG\r\n\x1a\n") and cut.stdout.split()[-1] in (b"0", b"141")
     assert b"error" not in cut.stderr and b"Traceback" not in cut.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--profile", "smoke", "--device", "banana"], "unknown device 'banana': use auto, cpu"),
+    (["train", "--profile", "smoke", "--device", "cuda"], "device 'cuda' is not available on this machine"),
+])
+def test_a_device_that_is_not_there_is_one_line(argv, message, tmp_path, capsys):
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 1  # the tests see no GPU (conftest)
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--threads", "--repeats"])
+def test_bench_refuses_zero_threads_or_repeats_in_one_line(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", flag, "0", "--images", "1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"argument {flag}: must be a whole number of at least 1, got 0" in err
+    assert "Traceback" not in err

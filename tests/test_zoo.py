@@ -210,3 +210,27 @@ def test_a_zoo_without_a_default_names_its_models(tmp_path, capsys, monkeypatch,
     from lic_utils import study
 
     assert any(line.startswith("| lpips-hi |  |") for line in study._zoo_section(only))
+
+
+@pytest.mark.parametrize("broken", ["no kodak", "no family", "two defaults"])
+def test_a_card_that_lacks_a_field_or_a_second_default_is_one_line(broken, tmp_path, capsys, monkeypatch, shipped,
+                                                                   kodak_paths):
+    """compress and models read every card: a card without its Kodak numbers or family, or a second
+    card marked default (compress would pick one family silently), is a one-line error naming the fix."""
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    for f in shipped[0].iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    name = "mse-lo" if broken == "two defaults" else "mse-hi"
+    card = json.loads((folder / f"{name}.json").read_text())
+    if broken == "two defaults":
+        card["default"] = True
+    else:
+        del card[broken.removeprefix("no ")]
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "ZOO_DIR", folder)
+    for argv in (["compress", kodak_paths[0], tmp_path / "a.lic"], ["models"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 1 and err.count("\n") == 1, err
+        assert ("marked default" in err) if broken == "two defaults" else (f"lacks {broken[3:]}" in err)
+        assert "git checkout" in err
