@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from lic_utils import metrics
-from lic_utils.files import atomic_to_csv
+from lic_utils.files import atomic_to_csv, file_lock
 
 # Quality grids of the classical sweeps, spanning about 0.05–1.5 bpp on Kodak.
 BASELINE_QUALITIES = {
@@ -178,7 +178,8 @@ def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | No
                 cache: str | Path | None = None, progress: bool = True, workers: int = 1) -> pd.DataFrame:
     """Every image at every (codec, quality) of the grid: bytes, bpp, the METRICS, timings.
 
-    `cache` is a CSV: rows already in it are reused, new rows are appended atomically every few images.
+    `cache` is a CSV: rows already in it are reused; new rows are merged into it (under its lock, with
+    what other processes added) every 20 files and when the sweep ends or is interrupted.
     `workers` > 1 measures the items in that many processes, each with one torch thread (in one
     process one of the 2 cores idles; more threads per process would fight over the cores); the rows
     are the same, the cache written every few finished items, in the order they finish.
@@ -197,14 +198,14 @@ def codec_sweep(images: list[tuple[str, np.ndarray]], grid: dict[str, list] | No
     todo = [(name, img, c, q) for name, img in images for c, qs in grid.items() for q in qs
             if (name, c, float(q)) not in have]
     rows = []
-    with closing(_measured(_sweep_row, todo, workers, "codec sweep", "file", progress)) as results:
-        for i, row in enumerate(results):
-            rows.append(row)
-            if cache is not None and (i % 20 == 19 or i == len(todo) - 1):
-                done, rows = _append(done, rows), []
-                atomic_to_csv(done, cache)
-    if rows:
-        done = _append(done, rows)
+    try:
+        with closing(_measured(_sweep_row, todo, workers, "codec sweep", "file", progress)) as results:
+            for i, row in enumerate(results):
+                rows.append(row)
+                if i % 20 == 19:
+                    done, rows = _save_rows(cache, done, rows, SWEEP_KEY), []
+    finally:  # the last rows, and those measured before an interruption (Ctrl-C): a rerun resumes
+        done = _save_rows(cache, done, rows, SWEEP_KEY)
     return done[mine(done)].reset_index(drop=True)
 
 
@@ -258,11 +259,19 @@ def _load_cache(cache: Path | None) -> pd.DataFrame:
     return read_rows(cache) if cache is not None and Path(cache).exists() else pd.DataFrame()
 
 
-def _save_rows(cache: Path | None, done: pd.DataFrame, rows: list[dict]) -> pd.DataFrame:
-    if rows:
-        done = _append(done, rows)
-        if cache is not None:
-            atomic_to_csv(done, cache)
+def _save_rows(cache: Path | None, done: pd.DataFrame, rows: list[dict], key: list[str]) -> pd.DataFrame:
+    """`rows` added to this call's table and to the cache on disk, under the cache's lock and merged
+    with what is there now (another process may have added rows since this one read it); a row
+    of the same `key` is replaced."""
+    if not rows:
+        return done
+    done = _append(done, rows)
+    if cache is not None:
+        with file_lock(cache):
+            on_disk = (pd.read_csv(cache, dtype={"fingerprint": str}, float_precision="round_trip")
+                       if Path(cache).exists() else pd.DataFrame())
+            merged = _append(on_disk, rows).drop_duplicates(key, keep="last") if len(on_disk) else pd.DataFrame(rows)
+            atomic_to_csv(merged, cache)
     return done
 
 
@@ -298,7 +307,9 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
 
     One row per image: bytes, bpp (from the file), the METRICS, encode/decode ms, with the
     model's fingerprint, run name, checkpoint and settings. Rows are cached by fingerprint, so the
-    same weights are never evaluated twice on an image.
+    same weights are never evaluated twice on an image, and written as each image finishes: an
+    interrupted evaluation resumes there, and evaluations by other processes into the same cache
+    keep their rows.
     """
     import torch
     from tqdm.auto import tqdm
@@ -312,7 +323,6 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
     done = _follow_runs(done, cache, {fp: name}, checkpoint={fp: str(ckpt)})
     have = set(done["image"][done["fingerprint"] == fp]) if len(done) else set()
     todo = [(n, img) for n, img in images if n not in have]
-    rows = []
     if todo:
         labels = {"model": name, "fingerprint": fp, "checkpoint": str(ckpt),
                   **_run_settings(ckpt, model)}
@@ -328,9 +338,9 @@ def evaluate_model(run_or_checkpoint, images: list[tuple[str, np.ndarray]],
                 from lic_utils.files import atomic_write_bytes
 
                 atomic_write_bytes(Path(lic_dir) / name / f"{n}.lic", payload)
-            rows.append({**labels, "image": n, **measure(img, payload, data.to_uint8(x_hat)),
-                         "encode_ms": 1e3 * (t1 - t0), "decode_ms": 1e3 * (t2 - t1)})
-        done = _save_rows(cache, done, rows)
+            row = {**labels, "image": n, **measure(img, payload, data.to_uint8(x_hat)),
+                   "encode_ms": 1e3 * (t1 - t0), "decode_ms": 1e3 * (t2 - t1)}
+            done = _save_rows(cache, done, [row], [*MODEL_KEY, "image"])  # each image: resumable
     names = {n for n, _ in images}
     return done[(done["fingerprint"] == fp) & done["image"].isin(names)].reset_index(drop=True)
 
@@ -382,7 +392,7 @@ def matched_codecs(learned: pd.DataFrame, images: list[tuple[str, np.ndarray]],
     with closing(_measured(_matched_rows, items, workers, "matched bitrates", "image×codec",
                            progress)) as results:
         for rows in results:
-            done = _save_rows(cache, done, rows)
+            done = _save_rows(cache, done, rows, [*MODEL_KEY, "image", "codec"])
     if not len(done):
         return done
     keys = set(zip(learned["fingerprint"], learned["image"]))

@@ -140,6 +140,24 @@ def folder_lock(folder: str | os.PathLike, what: str):
         yield
 
 
+@contextmanager
+def file_lock(path: str | os.PathLike):
+    """Hold an exclusive lock for writing `path` (flock on .NAME.lock beside it), waiting for another
+    process that holds it: read-modify-write of a shared file without losing the other's rows."""
+    import fcntl
+
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")
+    except OSError as e:
+        raise write_error(lock, e) from None
+    with f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

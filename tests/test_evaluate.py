@@ -221,3 +221,43 @@ def test_a_seed_other_than_0_is_its_own_family():
     assert evaluate.family_label(row, seed=False) == "factorized · mse +lpips γ=0.01 · no scale"
     for seed in (0, np.nan, None):
         assert evaluate.family_label({**row, "seed": seed}) == "factorized · mse +lpips γ=0.01 · no scale"
+
+
+def test_an_interrupted_evaluation_keeps_its_rows_and_resumes(tmp_path, monkeypatch, kodim01):
+    _save(tmp_path / "run", 0)
+    images = [(f"crop{i}", kodim01[64 * i:64 * i + 64, :64]) for i in range(3)]
+    cache = tmp_path / "learned.csv"
+    real, calls = evaluate.measure, []
+
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third image
+        return real(*a)
+
+    monkeypatch.setattr(evaluate, "measure", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_model(tmp_path / "run", images, cache=cache, progress=False)
+    assert pd.read_csv(cache)["image"].tolist() == ["crop0", "crop1"]
+    calls.clear()
+    monkeypatch.setattr(evaluate, "measure", lambda *a: calls.append(1) or real(*a))
+    rows = evaluate.evaluate_model(tmp_path / "run", images, cache=cache, progress=False)
+    assert len(calls) == 1 and sorted(rows["image"]) == ["crop0", "crop1", "crop2"]
+
+
+def test_two_evaluations_into_one_cache_keep_both_models_rows(tmp_path, monkeypatch, kodim01):
+    """The second process read the cache before the first wrote: its save merges, not overwrites."""
+    fp_a, fp_b = _save(tmp_path / "a", 0), _save(tmp_path / "b", 1)
+    images = [("kodim01", kodim01[:64, :64])]
+    cache = tmp_path / "learned.csv"
+    real, nested = evaluate.measure, []
+
+    def meanwhile(*a):
+        if not nested:  # while b is measured, a's whole evaluation runs and writes the cache
+            nested.append("a")
+            evaluate.evaluate_model(tmp_path / "a", images, cache=cache, progress=False)
+        return real(*a)
+
+    monkeypatch.setattr(evaluate, "measure", meanwhile)
+    evaluate.evaluate_model(tmp_path / "b", images, cache=cache, progress=False)
+    assert sorted(pd.read_csv(cache, dtype={"fingerprint": str})["fingerprint"]) == sorted([fp_a, fp_b])
