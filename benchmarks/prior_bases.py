@@ -11,8 +11,9 @@ comparison that decides which prior the shipped models use (→ results/prior_ba
    profile's base recipe (λ = 4e-3, lr 7e-4 after a 500-step warm-up, cosine, compiled), with 2 crops
    of 256² a step for priors with side information (the profile's `prior_train`). Runs resume where
    they stopped; --max-minutes stops every piece, so a long comparison spans sessions.
-3. Measure: Kodak, 24 images, real files (bpp, PSNR, MS-SSIM, LPIPS, SSIMULACRA2), z's share of the
-   bits, parameters, and encode / decode ms per image on one thread, side by side in one run.
+3. Measure: Kodak, 24 images, real files (bpp, PSNR, MS-SSIM, LPIPS, SSIMULACRA2, and the RD cost
+   λ·bpp + MSE that training minimised, comparable across priors at their one λ), z's share of the
+   bits, parameters, and encode / decode ms per image on one thread.
 """
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def measure(run: Path, images) -> dict:
             z_share.append(len(lic.strings[1]) / sum(map(len, lic.strings)))
     return {"fingerprint": learned["fingerprint"].iloc[0],
             **learned[["bpp", *evaluate.METRICS]].mean().to_dict(),
+            "mse": float((10 ** (-learned["psnr"] / 10)).mean()),  # per image, on [0, 1]
             "z_share": statistics.mean(z_share) if z_share else 0.0,
             "parameters": sum(p.numel() for p in model.parameters()),
             "prior_parameters": sum(p.numel() for p in model.prior.parameters()),
@@ -113,7 +115,9 @@ def main() -> None:
         if run_status(run) != "done":
             print(f"{run}: stopped before {steps} steps; run the same command again to resume")
             continue
-        rows.append({"prior": prior, "minutes": args.minutes, "steps": steps, **measure(run, images)})
+        row = {"prior": prior, "minutes": args.minutes, "steps": steps, **measure(run, images)}
+        lmbda = profiles.PROFILES["cpu"].ablation_lmbda  # what training minimised: λ·R + MSE (on [0, 1])
+        rows.append({**row, "rd_cost": lmbda * row["bpp"] + row["mse"]})
         print(rows[-1], flush=True)
     if rows:
         out = Path(args.out)
