@@ -59,7 +59,7 @@ def _load(ref: str):
 
     if ref.endswith(".pt"):
         return models.load_checkpoint(ref)
-    return zoo.load(next(c for c in zoo.cards() if c["name"] == ref))
+    return zoo.load(zoo.choose(model=ref))  # the card of that name (one-line error if none)
 
 
 def _encode(out: Path, spec: dict) -> None:
