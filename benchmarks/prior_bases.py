@@ -5,7 +5,8 @@ comparison that decides which prior the shipped models use (→ results/prior_ba
                                                [--max-minutes 150] [--runs runs/prior-bases]
 
 1. Probe: each prior's steps per second with the cpu profile's base recipe on this machine (2 threads,
-   a quiet machine; 150 steps after 50 of warm-up), cached in the runs folder's probe.csv.
+   a quiet machine; 150 steps after 50 of warm-up), every prior before any training, kept in
+   results/prior_bases_speed.csv.
 2. Train: each base for minutes × 60 × its steps/s steps, so every prior gets the same CPU time and
    the step count is part of its config (a retrain elsewhere gives the same weights). The cpu
    profile's base recipe (λ = 4e-3, lr 7e-4 after a 500-step warm-up, cosine, compiled), with 2 crops
@@ -18,6 +19,7 @@ comparison that decides which prior the shipped models use (→ results/prior_ba
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 import time
@@ -39,15 +41,19 @@ def base_config(prior: str, steps: int, **overrides) -> config.TrainConfig:
                                              "steps": steps, "threads": 2, **overrides})
 
 
-def steps_per_second(prior: str, runs: Path) -> float:
-    """Training speed of a prior's base recipe on this machine (cached: the probe's own run folder)."""
-    probe = runs / "probe.csv"
-    table = pd.read_csv(probe) if probe.exists() else pd.DataFrame(columns=["prior", "steps_per_s"])
+SPEEDS = files.RESULTS_DIR / "prior_bases_speed.csv"
+
+
+def steps_per_second(prior: str, runs: Path, probe: Path = SPEEDS) -> float:
+    """Training speed of a prior's base recipe, probed once and committed (results/), so that a base
+    resumed or retrained on another machine keeps the step count of the comparison it belongs to."""
+    table = pd.read_csv(probe) if probe.exists() else pd.DataFrame({"prior": [], "steps_per_s": []})
     if prior in set(table["prior"]):
         return float(table.loc[table["prior"] == prior, "steps_per_s"].iloc[0])
     cfg = base_config(prior, 200, ckpt_every=10_000, val_every=10_000, num_val_crops=0, progress=False)
-    timer = _Timer(after=50)
-    train.train(cfg, runs / f"probe-{prior}", callbacks=[timer])
+    timer, run = _Timer(after=50), runs / f"probe-{prior}"
+    shutil.rmtree(run, ignore_errors=True)  # a probe always trains: its speed is what it measures
+    train.train(cfg, run, callbacks=[timer])
     rate = timer.rate()
     files.atomic_to_csv(pd.concat([table, pd.DataFrame([{"prior": prior, "steps_per_s": rate}])]), probe)
     return rate
@@ -103,12 +109,17 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, default=None, help="stop every run's piece after this")
     ap.add_argument("--runs", default=str(files.RUNS_DIR / "prior-bases"))
     ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--probe-only", action="store_true", help="measure the priors' speeds, train nothing")
     ap.add_argument("--out", default=str(files.RESULTS_DIR / "prior_bases.csv"))
     args = ap.parse_args()
     runs, images = Path(args.runs), evaluate.kodak_images(args.images)
+    rates = {prior: steps_per_second(prior, runs) for prior in args.priors}  # all first, on a quiet machine
+    if args.probe_only:
+        print(pd.read_csv(SPEEDS).round(2).to_string(index=False))
+        return
     rows = []
     for prior in args.priors:
-        steps = int(args.minutes * 60 * steps_per_second(prior, runs))
+        steps = int(args.minutes * 60 * rates[prior])
         run = runs / f"{prior}-{args.minutes:g}min"
         limit = [train.TimeLimit(args.max_minutes)] if args.max_minutes else []
         train.train(base_config(prior, steps, progress=False), run, callbacks=limit)

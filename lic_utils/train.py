@@ -246,7 +246,9 @@ class Guard:
 def _compiled(stepper: nn.Module):
     """The training step through torch.compile (TrainConfig.compile), or as it is, with a warning,
     where no C++ compiler is installed (torch's inductor generates C++ for the CPU). The noise is
-    drawn as in eager mode, so a compiled run follows an eager one to float precision."""
+    drawn as in eager mode, so a compiled run follows an eager one to float precision. Shapes are
+    static (a new crop size compiles anew): inductor's symbolic shapes failed on the checkerboard's
+    masks ("cannot determine truth value of Relational")."""
     import shutil
 
     if not any(shutil.which(cc) for cc in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if cc):
@@ -257,7 +259,7 @@ def _compiled(stepper: nn.Module):
     import torch._inductor.config as inductor
 
     inductor.fallback_random = True  # the quantization noise from torch's generator, as in eager mode
-    return torch.compile(stepper)
+    return torch.compile(stepper, dynamic=False)
 
 
 class Callback:
