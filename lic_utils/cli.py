@@ -15,8 +15,45 @@ import sys
 from lic_utils.errors import LicError
 
 
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=float))
+def _print_json(obj, written: str | None = None) -> None:
+    """The command's summary on stdout; a failed write says that it was stdout's (and which output
+    file, `written`, was finished before it)."""
+    try:
+        sys.stdout.write(json.dumps(obj, indent=2, default=float) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        after = f" ({written} was written)" if written else ""
+        raise LicError(f"cannot write the summary to stdout: {e.strerror or e}{after}") from None
+
+
+STDIO = "-"  # as an input: stdin; as an output: stdout
+
+
+def _read_input(path: str):
+    """A command's input: a path, or for "-" the bytes of stdin as a file (named "stdin" in messages)."""
+    import io
+
+    return (io.BytesIO(sys.stdin.buffer.read()), "stdin") if path == STDIO else (path, path)
+
+
+def _write_stdout(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+def _image_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background", metavar="COLOR",
+                   help="composite a transparent image over this colour (white, #rrggbb); without it "
+                        "transparency is refused, as a .lic file does not keep it")
+    p.add_argument("--first-frame", action="store_true",
+                   help="code the first frame of an animation (without it animations are refused)")
+
+
+def _print_notes(notes: list) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 # --- data -------------------------------------------------------------------------------------------
@@ -47,12 +84,14 @@ def _args_metrics(p: argparse.ArgumentParser) -> None:
     p.add_argument("dist", help="distorted image, or a compressed file (.jpg/.webp/.avif/.heic/.jp2/.jxl/.lic): then bpp is added")
     p.add_argument("--checkpoint", help="the model that wrote DIST when it is a .lic file "
                                         "(default: the zoo model named by the file's header)")
+    p.add_argument("--background", metavar="COLOR",
+                   help="compare transparent images composited over this colour (as compress --background)")
 
 
 def _run_metrics(args) -> int:
     from lic_utils import metrics
 
-    _print_json(metrics.compare_files(args.ref, args.dist, checkpoint=args.checkpoint))
+    _print_json(metrics.compare_files(args.ref, args.dist, checkpoint=args.checkpoint, background=args.background))
     return 0
 
 
@@ -66,6 +105,7 @@ def _args_baseline(p: argparse.ArgumentParser) -> None:
     target.add_argument("--bpp", type=float, help="target bitrate: the largest real file not above it")
     target.add_argument("--quality", type=float, help="the codec's own setting (jpeg2000: its target bpp)")
     p.add_argument("-o", "--output", required=True, help="file to write; the codec's extension is added if missing")
+    _image_options(p)
 
 
 def _run_baseline(args) -> int:
@@ -75,7 +115,9 @@ def _run_baseline(args) -> int:
     codec = codecs.get_codec(args.codec)
     out = codecs.output_path(args.output, codec)
     check_output(out, args.image)
-    img = data.load_rgb(args.image)
+    notes = []
+    img = data.load_rgb(args.image, background=args.background, first_frame=args.first_frame, notes=notes)
+    _print_notes(notes)
     if args.bpp is not None:
         r = codecs.match_bitrate(img, codec, args.bpp)
         quality, blob, decoded, below_floor = r.quality, r.data, r.decoded, r.below_floor
@@ -89,7 +131,7 @@ def _run_baseline(args) -> int:
     _print_json({
         "file": str(out), "codec": codec.name, "quality": quality, "bytes": len(blob),
         "bpp": codecs.bpp(len(blob), h, w), "target_bpp": args.bpp, **scores, "below_floor": below_floor,
-    })
+    }, written=str(out))
     return 0
 
 
@@ -293,32 +335,47 @@ def _model_choice(p: argparse.ArgumentParser, verb: str) -> None:
 
 
 def _args_compress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="image to compress (any format Pillow reads)")
-    p.add_argument("output", help="the .lic file to write")
+    p.add_argument("input", help="image to compress (any format Pillow reads; - reads stdin)")
+    p.add_argument("output", help="the .lic file to write (- writes stdout, and the summary to stderr)")
     _model_choice(p, "compress")
+    _image_options(p)
 
 
 def _run_compress(args) -> int:
     from lic_utils import bitstream, data, models, zoo
     from lic_utils.files import check_output
 
-    check_output(args.output, args.input, bitstream.MAGIC, ".lic")
+    if args.output != STDIO:
+        check_output(args.output, args.input, bitstream.MAGIC, ".lic")
     if args.checkpoint:
         model, name = models.load_checkpoint(args.checkpoint), args.checkpoint
     else:
         card = zoo.choose(args.model, args.quality)
         model, name = zoo.load(card), card["name"]
-    img = data.load_rgb(args.input)
-    size = bitstream.write_lic(args.output, model, data.to_tensor(img))
+    notes, (source, label) = [], _read_input(args.input)
+    img = data.load_rgb(source, background=args.background, first_frame=args.first_frame, notes=notes,
+                        name=label)
+    _print_notes(notes)
+    if args.output == STDIO:
+        lic = bitstream.encode_image(model, data.to_tensor(img))
+        _write_stdout(lic)
+        size = len(lic)
+    else:
+        size = bitstream.write_lic(args.output, model, data.to_tensor(img))
     h, w, _ = img.shape
-    _print_json({"file": args.output, "model": name, "bytes": size, "bpp": size * 8 / (h * w),
-                 "height": h, "width": w})
+    summary = {"file": args.output, "model": name, "bytes": size, "bpp": size * 8 / (h * w), "height": h, "width": w}
+    if args.output == STDIO:  # stdout holds the file
+        print(json.dumps(summary, default=float), file=sys.stderr)
+    else:
+        _print_json(summary, written=args.output)
     return 0
 
 
 def _args_decompress(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", help="a .lic file")
-    p.add_argument("output", help="the PNG to write")
+    p.add_argument("input", help="a .lic file (- reads stdin)")
+    p.add_argument("output", help="the image to write, in the lossless format its extension names "
+                                  "(.png, .tif, .bmp, .ppm, lossless .webp; - writes a PNG to stdout), "
+                                  "tagged sRGB")
     p.add_argument("--checkpoint", help="the checkpoint of the model that wrote the file "
                                         "(default: the zoo model named by the file's header)")
 
@@ -329,10 +386,21 @@ def _run_decompress(args) -> int:
     from lic_utils import bitstream, data, zoo
     from lic_utils.files import check_output
 
-    check_output(args.output, args.input, b"\x89PNG\r\n\x1a\n", "PNG")
-    x_hat = bitstream.read_lic(args.input, zoo.decoder_for(args.input, args.checkpoint))
-    data.save_png(data.to_uint8(x_hat), args.output)
-    if os.path.isfile(args.output) and args.output != "/dev/stdout":  # not after the PNG itself
+    if args.output != STDIO:
+        check_output(args.output, args.input)  # never over the input, whatever its extension
+    fmt = "PNG" if args.output == STDIO else data.image_format(args.output)
+    if args.output != STDIO:
+        check_output(args.output, args.input, data.FORMAT_MAGIC[fmt], fmt)
+    if args.input == STDIO:
+        lic, label = sys.stdin.buffer.read(), "stdin"
+    else:
+        lic, label = bitstream.read_bytes(args.input), args.input
+    x_hat = bitstream.decode_image(zoo.decoder_for_bytes(lic, label, args.checkpoint), lic)
+    if args.output == STDIO:
+        _write_stdout(data.encode_image_file(data.to_uint8(x_hat), fmt))
+        return 0
+    data.save_image(data.to_uint8(x_hat), args.output)
+    if os.path.isfile(args.output) and args.output != "/dev/stdout":  # not after the image itself
         print(args.output)
     return 0
 

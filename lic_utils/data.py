@@ -8,8 +8,10 @@ A file is looked for, in order, in
 and its sha256 is checked every time (once per process per unchanged file). A missing or corrupted
 file raises a LicError naming the file, both checksums and the command that fixes it.
 
-Images are always handed out as 8-bit RGB: `load_rgb` converts grayscale, palette, alpha and 16-bit
-inputs explicitly, and refuses images over MAX_PIXELS from their header, before decoding them.
+Images are always handed out as 8-bit sRGB: `load_rgb` converts colour profiles, grayscale, palette
+and 16-bit inputs explicitly, refuses transparency and animation unless told what to do with them,
+and refuses images over MAX_PIXELS from their header, before decoding them. Decoded images are
+written tagged sRGB (`save_image`), in the lossless format their extension names.
 Kodak is for evaluation only; BSDS500 is for training.
 """
 from __future__ import annotations
@@ -225,27 +227,39 @@ def verify(sets=None, progress: bool = True) -> int:
 
 
 # --- images -----------------------------------------------------------------------------------------
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Read any image Pillow (with pillow-heif and pillow-jxl-plugin) opens as an H×W×3 uint8 RGB array.
+def load_rgb(path, background: str | None = None, first_frame: bool = False, notes: list | None = None,
+             name: str | None = None) -> np.ndarray:
+    """Read any image Pillow (with pillow-heif and pillow-jxl-plugin) opens as an H×W×3 uint8 sRGB array.
 
-    Conversions are explicit: 16-bit and float images are scaled to 8 bits, alpha is composited
-    over white, palette and grayscale images are expanded to RGB, EXIF orientation is applied.
+    `path` is a path or a binary file (then `name` names it in messages). Conversions are explicit:
+    an embedded colour profile other than sRGB is converted to sRGB as a colour-managed viewer
+    shows it (Pillow's ImageCms; `notes` gets one line saying so), 16-bit and float images are scaled
+    to 8 bits, palette and grayscale images are expanded to RGB, EXIF orientation is applied. What a
+    .lic file cannot hold is refused with the flag that accepts it: transparency (composited over
+    `background`, a colour such as "white" or "#808080", when given; a fully opaque alpha plane holds
+    nothing and passes) and animation (its first frame with `first_frame`).
     """
+    name = name or path
     register_formats()
     try:
         with warnings.catch_warnings():  # Pillow's own, far larger, limit: refused like ours
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:  # reads the header only
-                check_image_size(*im.size, path)
+                check_image_size(*im.size, name)
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and not first_frame:
+                    raise LicError(f"{name} is an animation of {frames} frames, and a .lic file holds one "
+                                   "image: pass --first-frame to code its first frame")
+                icc = im.info.get("icc_profile")
                 im = ImageOps.exif_transpose(im)
-                return pil_to_rgb(im)
+                return pil_to_rgb(im, background=background, icc=icc, notes=notes, name=name)
     except FileNotFoundError:
-        raise LicError(f"{path}: no such file") from None
+        raise LicError(f"{name}: no such file") from None
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise LicError(f"{path} has more than {MAX_PIXELS} pixels (the limit, 4096×4096): "
+        raise LicError(f"{name} has more than {MAX_PIXELS} pixels (the limit, 4096×4096): "
                        "crop or downscale it") from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:  # (pillow-heif)
-        raise LicError(f"{path} is not an image Pillow can read ({e})") from None
+        raise LicError(f"{name} is not an image Pillow can read ({e})") from None
 
 
 def check_image_size(width: int, height: int, name) -> None:
@@ -255,19 +269,74 @@ def check_image_size(width: int, height: int, name) -> None:
                        f"{MAX_PIXELS} (4096×4096): crop or downscale it")
 
 
-def pil_to_rgb(im: Image.Image) -> np.ndarray:
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def pil_to_rgb(im: Image.Image, background: str | None = None, icc: bytes | None = None,
+               notes: list | None = None, name="the image") -> np.ndarray:
+    """A decoded Pillow image as H×W×3 uint8 sRGB (load_rgb's conversions; `icc`: its embedded profile)."""
+    alpha = None
+    if im.mode in ALPHA_MODES or "transparency" in im.info:  # alpha planes, palette and colour keys
+        alpha = np.array(im.convert("RGBA"))[..., 3]
+        if alpha.min() == 255:
+            alpha = None  # opaque everywhere: nothing to keep
+        elif background is None:
+            share = float((alpha < 255).mean())
+            raise LicError(f"{name} has transparency ({share:.1%} of its pixels), which a .lic file does not "
+                           "keep: pass --background COLOR (e.g. white) to composite it over that colour")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
         scale = 65535.0 if im.mode.startswith("I;16") or a.max() > 255 else 255.0
         if im.mode == "F" and a.max() <= 1.0:
             scale = 1.0
-        g = np.clip(np.round(a / scale * 255.0), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(white, rgba)
-    return np.array(im.convert("RGB"), dtype=np.uint8)
+        im = Image.fromarray(np.clip(np.round(a / scale * 255.0), 0, 255).astype(np.uint8), "L")
+    elif im.mode in ("1", "LA", "La"):
+        im = im.convert("L")
+    elif im.mode not in ("L", "RGB", "CMYK"):  # palettes (their colour keys too), RGBA, YCbCr, …
+        im = im.convert("RGBA").convert("RGB")
+    rgb = to_srgb(im, icc, notes, name) if icc else im.convert("RGB")
+    if alpha is not None:
+        from PIL import ImageColor
+
+        try:
+            under = np.array(ImageColor.getrgb(background)[:3], dtype=np.float64)
+        except ValueError:
+            raise LicError(f"--background {background!r} is not a colour: use a name (white) or #rrggbb") from None
+        a = alpha[..., None].astype(np.float64) / 255.0
+        return np.round(np.asarray(rgb, dtype=np.float64) * a + under * (1 - a)).astype(np.uint8)
+    return np.array(rgb, dtype=np.uint8)
+
+
+SRGB_INTENT = 0  # ImageCms.Intent.PERCEPTUAL, what colour-managed viewers apply by default
+
+
+def to_srgb(im: Image.Image, icc: bytes, notes: list | None = None, name="the image") -> Image.Image:
+    """An L, RGB or CMYK image with its embedded ICC profile → RGB in sRGB (Pillow's ImageCms, littleCMS).
+    A profile that is sRGB already is left alone; a conversion adds one line to `notes`."""
+    import io
+
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        described = (ImageCms.getProfileDescription(source) or "unnamed").strip()
+        if "srgb" in described.lower():
+            return im.convert("RGB")
+        out = ImageCms.profileToProfile(im, source, srgb_profile(), renderingIntent=SRGB_INTENT,
+                                        outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        raise LicError(f"{name}: its embedded colour profile cannot be applied ({e}); if its pixels are "
+                       "sRGB, remove the profile (e.g. exiftool -icc_profile= FILE)") from None
+    if notes is not None:
+        notes.append(f"{name}: converted from its colour profile ({described}) to sRGB")
+    return out
+
+
+@lru_cache(maxsize=1)
+def srgb_profile():
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 @lru_cache(maxsize=1)
@@ -293,11 +362,62 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.detach().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def save_png(img: np.ndarray, path: str | os.PathLike) -> Path:
-    from lic_utils.files import atomic_path
+# The formats a decoded image is written in, by extension: lossless ones only (a lossy one would add
+# a second loss to the codec's, unseen). Without a known extension (/dev/stdout, a pipe): PNG.
+LOSSLESS_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".ppm": "PPM",
+                    ".pnm": "PPM", ".webp": "WEBP"}
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".avif", ".heic", ".heif", ".jp2", ".j2k", ".jxl", ".gif")
+FORMAT_MAGIC = {"PNG": b"\x89PNG\r\n\x1a\n", "TIFF": (b"II*\x00", b"MM\x00*"), "BMP": b"BM", "PPM": b"P6",
+                "WEBP": b"RIFF"}
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(img).save(tmp, format="PNG")
+
+def image_format(path: str | os.PathLike) -> str:
+    """The lossless format an output's extension names (PNG where it names none), or a one-line refusal."""
+    suffix = Path(path).suffix.lower()
+    if suffix in LOSSY_SUFFIXES:
+        raise LicError(f"{path}: {suffix} is a lossy (or 256-colour) format, which would add its own loss to "
+                       f"the decoded image: write {Path(path).with_suffix('.png').name} and convert that if you "
+                       "need to")
+    if suffix and suffix not in LOSSLESS_FORMATS and not str(path).startswith("/dev/"):
+        raise LicError(f"{path}: unknown image extension {suffix}: use one of "
+                       f"{', '.join(sorted(LOSSLESS_FORMATS))}")
+    return LOSSLESS_FORMATS.get(suffix, "PNG")
+
+
+def encode_image_file(img: np.ndarray, fmt: str = "PNG") -> bytes:
+    """An H×W×3 uint8 sRGB image as the bytes of a lossless file, tagged sRGB (PNG's sRGB chunk, an
+    sRGB ICC profile in the others), so that colour-managed viewers show what the codec decoded."""
+    import io
+
+    from PIL import PngImagePlugin
+
+    buf, im = io.BytesIO(), Image.fromarray(img)
+    if fmt == "PNG":
+        tag = PngImagePlugin.PngInfo()
+        tag.add(b"sRGB", b"\x00")  # rendering intent: perceptual
+        im.save(buf, format="PNG", pnginfo=tag)
+    elif fmt == "WEBP":
+        im.save(buf, format="WEBP", lossless=True, exact=True, icc_profile=srgb_profile().tobytes())
+    elif fmt == "TIFF":
+        im.save(buf, format="TIFF", icc_profile=srgb_profile().tobytes())
+    else:  # BMP and PPM carry no profile: sRGB is what readers assume of them
+        im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def save_image(img: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write a decoded image, atomically, in the lossless format its extension names (image_format)."""
+    from lic_utils.files import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_image_file(img, image_format(path)))
+    return Path(path)
+
+
+def save_png(img: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an H×W×3 uint8 image as a PNG tagged sRGB, atomically."""
+    from lic_utils.files import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_image_file(img, "PNG"))
     return Path(path)
 
 

@@ -21,6 +21,13 @@ RUNS_DIR = REPO / "runs"
 NOTEBOOKS_DIR = REPO / "notebooks"
 
 
+def repo_relative(text: str, repo: Path | None = None) -> str:
+    """`text` with the checkout's absolute path made repository-relative ("/…/checkout/runs/x" →
+    "runs/x"), for what is committed or published (executed notebooks, the site)."""
+    root = str(repo or REPO).rstrip("/")
+    return text.replace(root + "/", "").replace(root, ".")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; on success it is renamed over `path` in one step.
@@ -102,11 +109,11 @@ def write_error(path: str | os.PathLike, e: OSError) -> LicError:
     return LicError(f"cannot write {path}: {why}")
 
 
-def check_output(output: str | os.PathLike, source: str | os.PathLike, magic: bytes = b"",
+def check_output(output: str | os.PathLike, source: str | os.PathLike, magic: bytes | tuple = b"",
                  kind: str = "") -> None:
     """Refuse to write `output` when that would destroy `source` (the same file, also through
-    links) or an existing file that does not start with `magic` (not a `kind` file, so no earlier
-    output)."""
+    links) or an existing file that does not start with `magic` (or one of a tuple of them: not a
+    `kind` file, so no earlier output)."""
     out = Path(output)
     if out.exists() and Path(source).exists() and os.path.samefile(out, source):
         raise LicError(f"refusing to write {output} over the input {source}: choose another output")
@@ -114,7 +121,7 @@ def check_output(output: str | os.PathLike, source: str | os.PathLike, magic: by
         raise LicError(f"cannot write {output}: it is a folder: name a file")
     if magic and out.is_file() and out.stat().st_size:  # (an empty file holds nothing to lose: `> out.png`)
         with open(out, "rb") as f:
-            if f.read(len(magic)) != magic:
+            if not f.read(64).startswith(magic):
                 raise LicError(f"{output} exists and is not a {kind} file: choose another output "
                                "(or delete that file first)")
 

@@ -184,15 +184,18 @@ def evaluate_arrays(ref: np.ndarray, dist: np.ndarray) -> dict[str, float]:
     return {**evaluate(to_tensor(ref), to_tensor(dist)), "ssimulacra2": ssimulacra2(ref, dist)}
 
 
-def compare_files(ref: str | os.PathLike, dist: str | os.PathLike, checkpoint: str | None = None) -> dict:
+def compare_files(ref: str | os.PathLike, dist: str | os.PathLike, checkpoint: str | None = None,
+                  background: str | None = None) -> dict:
     """Metrics of an image file against a reference; adds bpp when `dist` is a compressed file.
 
-    A `.lic` file is decoded with `checkpoint` (the model that wrote it), else with the zoo model
-    its header names.
+    Both images are compared as a colour-managed viewer shows them: converted to sRGB from the
+    colour profiles they embed (data.load_rgb), transparency composited over `background` (refused
+    without it). A `.lic` file is decoded with `checkpoint` (the model that wrote it), else with the
+    zoo model its header names.
     """
     from lic_utils import data
 
-    ref_img = data.load_rgb(ref)
+    ref_img = data.load_rgb(ref, background=background)
     dist = Path(dist)
     if dist.suffix.lower() == ".lic":
         from lic_utils import bitstream, zoo
@@ -200,7 +203,7 @@ def compare_files(ref: str | os.PathLike, dist: str | os.PathLike, checkpoint: s
         x_hat = bitstream.decode_image(zoo.decoder_for(dist, checkpoint), bitstream.read_bytes(dist))
         dist_img = data.to_uint8(x_hat)
     else:
-        dist_img = data.load_rgb(dist)
+        dist_img = data.load_rgb(dist, background=background)
     if ref_img.shape != dist_img.shape:
         raise LicError(f"{ref} is {ref_img.shape[1]}×{ref_img.shape[0]} but {dist} is {dist_img.shape[1]}×{dist_img.shape[0]}")
     out = evaluate_arrays(ref_img, dist_img)

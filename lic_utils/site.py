@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lic_utils.files import FIGURES_DIR, REPO, RESULTS_DIR
+from lic_utils.files import FIGURES_DIR, REPO, RESULTS_DIR, repo_relative
 
 SITE_DIR = REPO / "site"
 COMPARE_IMAGES = ("kodim23", "kodim05", "kodim15")  # parrots (notebook 08), the example, a face
@@ -259,7 +259,7 @@ def write_notebooks(paths: list[Path], out_dir: Path = SITE_DIR) -> list[tuple[s
         nav = f'<nav style="font-family:sans-serif;padding:.5rem 1rem">{_nav("../")}</nav>'
         body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + nav, body, count=1)
         out = folder / f"{path.stem}.html"
-        out.write_text(body)
+        out.write_text(repo_relative(body))  # (notebooks executed before paths were made relative)
         done.append((f"notebooks/{out.name}", _title(nb) or path.stem))
     return done
 

@@ -99,9 +99,9 @@ class Study:
 
 def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=None) -> Study:
     """The one set-up call of every notebook: the profile's row, and its results, figures and runs
-    folders (`profile_dirs` unless a folder is given; created if missing). The shipped profile's
-    runs default to its models from the zoo, installed as finished runs in SHIPPED_RUNS, so that a
-    reader running a notebook trains nothing (`make study PROFILE=reference` gives runs/ to retrain
+    folders (`profile_dirs` unless a folder is given, a relative one being the repository's; created
+    if missing). The shipped profile's runs default to its models from the zoo, installed as finished
+    runs in SHIPPED_RUNS, so that a reader running a notebook trains nothing (`make study PROFILE=reference` gives runs/ to retrain
     them). Also keeps CompressAI's import notices out of the notebook and makes the plots use the
     study's theme."""
     import warnings
@@ -109,6 +109,7 @@ def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=Non
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit notices of compressai
     from lic_utils import plots  # noqa: F401  (the study's theme)
 
+    check_checkout()
     p = get_profile(profile)
     if runs_dir is None and p.name == SHIPPED_PROFILE:
         from lic_utils import zoo
@@ -116,10 +117,32 @@ def setup(profile: str = "cpu", results_dir=None, figures_dir=None, runs_dir=Non
         runs_dir = SHIPPED_RUNS
         zoo.install(p.name, runs_dir)  # quick once installed: finished runs are kept
     results, figures = profile_dirs(p.name)
-    s = Study(p, Path(results_dir or results), Path(figures_dir or figures), Path(runs_dir or RUNS_DIR))
+    from lic_utils.files import REPO
+
+    def folder(given, default) -> Path:  # a relative folder is the repository's (notebooks run in notebooks/)
+        return REPO / Path(given or default)
+
+    s = Study(p, folder(results_dir, results), folder(figures_dir, figures), folder(runs_dir, RUNS_DIR))
     s.results.mkdir(parents=True, exist_ok=True)
     s.figures.mkdir(parents=True, exist_ok=True)
     return s
+
+
+def check_checkout(cwd=None) -> None:
+    """Refuse to run a checkout's notebook with another checkout's lic_utils (a .venv shared by two
+    clones imports the package its editable install names, and would write into that clone's
+    results/): the checkout is the nearest folder above `cwd` (a notebook's kernel starts in
+    notebooks/) holding both lic_utils/ and notebooks/."""
+    from lic_utils.files import REPO
+
+    here = Path(cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "lic_utils" / "__init__.py").is_file() and (folder / "notebooks").is_dir():
+            if folder != REPO.resolve():
+                raise LicError(f"this notebook belongs to the checkout {folder}, but lic_utils was imported from "
+                               f"{REPO}: run `make venv` in {folder} (a .venv of its own), or start Jupyter there "
+                               f"with PYTHONPATH={folder}")
+            return
 
 
 def profile_dirs(profile: str) -> tuple[Path, Path]:
@@ -312,6 +335,9 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict, progress: bool = T
     except pm.PapermillExecutionError as e:
         raise LicError(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                        f"(executed copy with the traceback: {out})") from None
+    from lic_utils.files import atomic_write_text, repo_relative
+
+    atomic_write_text(out, repo_relative(out.read_text()))  # no machine's paths in what is committed
     return out
 
 

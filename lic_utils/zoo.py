@@ -150,14 +150,21 @@ def writer_of(lic_path, folder=None) -> dict | None:
 def decoder_for(lic_path, checkpoint=None, folder=None):
     """The codec that decodes a .lic file: `checkpoint` when given, else the zoo model that wrote
     it (a one-line error naming --checkpoint when the zoo does not have it)."""
+    from lic_utils import bitstream
+
+    return decoder_for_bytes(None if checkpoint else bitstream.read_bytes(lic_path), lic_path, checkpoint, folder)
+
+
+def decoder_for_bytes(lic: bytes | None, name, checkpoint=None, folder=None):
+    """decoder_for a .lic file's bytes (`name` names them in messages: a path, or stdin)."""
     from lic_utils import bitstream, models
 
     if checkpoint:
         return models.load_checkpoint(checkpoint)
-    fp = bitstream.parse(bitstream.read_bytes(lic_path)).fingerprint
+    fp = bitstream.parse(lic).fingerprint
     card = find(fp, folder)
     if card is None:
-        raise LicError(f"{lic_path} was made by model weights {fp}, which are not in the zoo "
+        raise LicError(f"{name} was made by model weights {fp}, which are not in the zoo "
                        f"({zoo_dir(folder)}; python -m lic_utils models lists it): pass --checkpoint "
                        "with the model that wrote it")
     return load(card)

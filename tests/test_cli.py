@@ -128,6 +128,7 @@ def test_no_output_may_destroy_an_input(files, tmp_path, capsys):
     src.write_bytes((files / "small.png").read_bytes())
     (t / "link.lic").symlink_to(src)
     (t / "notes.txt").write_text("keep me")
+    (t / "notes.png").write_text("keep me")
     assert run_cli(capsys, "compress", src, t / "a.lic", *ckpt)[0] == 0
     lic = (t / "a.lic").read_bytes()
     (t / "b.jpg").write_bytes(b"\xff\xd8 not really")
@@ -136,7 +137,8 @@ def test_no_output_may_destroy_an_input(files, tmp_path, capsys):
         (["compress", src, t / "link.lic", *ckpt], "over the input"),
         (["compress", src, t / "notes.txt", *ckpt], "is not a .lic file"),
         (["decompress", t / "a.lic", t / "a.lic", *ckpt], "over the input"),
-        (["decompress", t / "a.lic", t / "notes.txt", *ckpt], "is not a PNG file"),
+        (["decompress", t / "a.lic", t / "notes.txt", *ckpt], "unknown image extension .txt"),
+        (["decompress", t / "a.lic", t / "notes.png", *ckpt], "is not a PNG file"),
         (["baseline", t / "b.jpg", "--codec", "jpeg", "--quality", "9", "-o", t / "b.jpg"], "over the"),
     ]
     for argv, message in cases:
@@ -179,7 +181,7 @@ def test_failures_no_command_foresaw_are_still_one_line(files, tmp_path, capsys,
     ckpt, src = files / "c.pt", files / "small.png"
     raised = []
 
-    def load_rgb(path):
+    def load_rgb(path, **options):
         raise raised[-1]
 
     monkeypatch.setattr(data, "load_rgb", load_rgb)
@@ -251,3 +253,98 @@ def test_bench_refuses_zero_threads_or_repeats_in_one_line(flag, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"argument {flag}: must be a whole number of at least 1, got 0" in err
     assert "Traceback" not in err
+
+
+def test_a_p3_photo_round_trips_as_a_colour_managed_viewer_shows_it(files, tmp_path, capsys):
+    """compress converts the profile to sRGB and says so; the file is the one the sRGB conversion
+    gives; the decoded PNG is tagged sRGB; metrics compares what a viewer shows (both converted)."""
+    from test_data import as_viewer_shows, p3_photo
+
+    ckpt = ["--checkpoint", files / "c.pt"]
+    p3, _ = p3_photo(tmp_path)
+    Image.fromarray(as_viewer_shows(p3)).save(tmp_path / "srgb.png")
+    code, _, err = run_cli(capsys, "compress", p3, tmp_path / "p3.lic", *ckpt)
+    assert code == 0 and err == f"note: {p3}: converted from its colour profile (Display P3 (test)) to sRGB\n"
+    assert run_cli(capsys, "compress", tmp_path / "srgb.png", tmp_path / "srgb.lic", *ckpt) == (0, ANY_OUT, "")
+    assert (tmp_path / "p3.lic").read_bytes() == (tmp_path / "srgb.lic").read_bytes()
+    assert run_cli(capsys, "decompress", tmp_path / "p3.lic", tmp_path / "out.png", *ckpt)[0] == 0
+    assert Image.open(tmp_path / "out.png").info.get("srgb") == 0  # tagged sRGB
+    scores = [json.loads(run_cli(capsys, "metrics", ref, tmp_path / "p3.lic", *ckpt)[1]) for ref in (p3, tmp_path / "srgb.png")]
+    assert scores[0] == scores[1]
+
+
+class _Any(str):
+    def __eq__(self, other):
+        return True
+
+
+ANY_OUT = _Any()
+
+
+def test_transparency_and_animations_are_refused_in_one_line_naming_the_flag(files, tmp_path, capsys):
+    from test_data import transparent_images
+
+    ckpt = ["--checkpoint", files / "c.pt"]
+    rgba = np.array(Image.open(files / "small.png").convert("RGBA"))
+    rgba[:, :48, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "half.png")
+    for path in [tmp_path / "half.png", *transparent_images(tmp_path)]:
+        code, _, err = run_cli(capsys, "compress", path, tmp_path / "a.lic", *ckpt)
+        assert code == 1 and one_line(err, "has transparency") and "--background COLOR" in err, err
+        assert not (tmp_path / "a.lic").exists()
+    assert run_cli(capsys, "compress", tmp_path / "half.png", tmp_path / "a.lic", *ckpt, "--background", "white")[0] == 0
+    white = rgba.copy()
+    white[:, :48, :3] = 255
+    Image.fromarray(white[..., :3]).save(tmp_path / "white.png")
+    assert run_cli(capsys, "compress", tmp_path / "white.png", tmp_path / "w.lic", *ckpt)[0] == 0
+    assert (tmp_path / "a.lic").read_bytes() == (tmp_path / "w.lic").read_bytes()
+    code, _, err = run_cli(capsys, "metrics", tmp_path / "half.png", tmp_path / "a.lic", *ckpt)
+    assert code == 1 and one_line(err, "--background")
+    frames = [Image.open(files / "small.png"), Image.new("RGB", (96, 64))]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    code, _, err = run_cli(capsys, "compress", tmp_path / "anim.gif", tmp_path / "g.lic", *ckpt)
+    assert code == 1 and one_line(err, "is an animation of 2 frames") and "--first-frame" in err
+    assert run_cli(capsys, "compress", tmp_path / "anim.gif", tmp_path / "g.lic", *ckpt, "--first-frame")[0] == 0
+
+
+def test_decompress_writes_the_lossless_format_its_extension_names_and_refuses_lossy_ones(files, tmp_path, capsys):
+    ckpt = ["--checkpoint", files / "c.pt"]
+    assert run_cli(capsys, "compress", files / "small.png", tmp_path / "a.lic", *ckpt)[0] == 0
+    assert run_cli(capsys, "decompress", tmp_path / "a.lic", tmp_path / "a.png", *ckpt)[0] == 0
+    png = np.array(Image.open(tmp_path / "a.png"))
+    for name, fmt in [("a.tif", "TIFF"), ("a.webp", "WEBP"), ("a.bmp", "BMP"), ("a.ppm", "PPM")]:
+        assert run_cli(capsys, "decompress", tmp_path / "a.lic", tmp_path / name, *ckpt)[0] == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt and np.array_equal(np.array(im.convert("RGB")), png), name
+    for name in ("a.jpg", "a.avif"):
+        code, _, err = run_cli(capsys, "decompress", tmp_path / "a.lic", tmp_path / name, *ckpt)
+        assert code == 1 and one_line(err, "lossy") and "write a.png" in err and not (tmp_path / name).exists()
+    (tmp_path / "old.tif").write_bytes(b"not a tiff")
+    code, _, err = run_cli(capsys, "decompress", tmp_path / "a.lic", tmp_path / "old.tif", *ckpt)
+    assert code == 1 and one_line(err, "is not a TIFF file")
+
+
+def test_a_dash_is_stdin_and_stdout(files, tmp_path):
+    """`compress - - < in.png > out.lic` and `decompress - - < out.lic > out.png`, as other codecs do;
+    the summary goes to stderr when stdout holds the file."""
+    ckpt = ["--checkpoint", str(files / "c.pt")]
+    run = lambda *argv, **kw: subprocess.run([sys.executable, "-m", "lic_utils", *map(str, argv), *ckpt], cwd=REPO,  # noqa: E731
+                                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, **kw)
+    assert run("compress", files / "small.png", tmp_path / "a.lic").returncode == 0
+    piped = run("compress", "-", "-", input=(files / "small.png").read_bytes())
+    assert piped.returncode == 0 and piped.stdout == (tmp_path / "a.lic").read_bytes()
+    assert json.loads(piped.stderr)["bytes"] == len(piped.stdout)
+    assert run("decompress", tmp_path / "a.lic", tmp_path / "a.png").returncode == 0
+    out = run("decompress", "-", "-", input=piped.stdout)
+    assert out.returncode == 0 and out.stderr == b""
+    assert np.array_equal(np.array(Image.open(__import__("io").BytesIO(out.stdout))), np.array(Image.open(tmp_path / "a.png")))
+
+
+def test_a_summary_that_cannot_be_written_says_it_was_stdout_and_that_the_file_was_written(files, tmp_path):
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "lic_utils", "compress", str(files / "small.png"),
+                               str(tmp_path / "a.lic"), "--checkpoint", str(files / "c.pt")], cwd=REPO,
+                              stdout=full, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 1 and proc.stderr == (f"error: cannot write the summary to stdout: No space left on "
+                                                    f"device ({tmp_path / 'a.lic'} was written)\n")
+    assert bitstream.parse((tmp_path / "a.lic").read_bytes())

@@ -111,8 +111,7 @@ def test_data_cli_verify(capsys):
         ("I;16", 257 * 100, (100, 100, 100)),
         ("I", 30000, (117, 117, 117)),
         ("RGB", (10, 20, 30), (10, 20, 30)),
-        ("RGBA", (10, 20, 30, 0), (255, 255, 255)),  # transparent over white
-        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),  # an opaque alpha plane holds nothing: accepted
         ("LA", (50, 255), (50, 50, 50)),
         ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
     ],
@@ -125,13 +124,105 @@ def test_odd_modes_become_8bit_rgb(tmp_path, mode, value, expected):
     assert tuple(img[1, 2]) == expected
 
 
-def test_palette_image_with_transparency(tmp_path):
+def test_palette_image_with_an_unused_transparent_colour_is_opaque(tmp_path):
     im = Image.new("P", (4, 4), 1)
     im.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
     im.info["transparency"] = 0
     im.save(tmp_path / "p.png", transparency=0)
     img = data.load_rgb(tmp_path / "p.png")
     assert img.shape == (4, 4, 3) and tuple(img[0, 0]) == (200, 10, 10)
+
+
+def transparent_images(tmp_path):
+    """The left half transparent, in the three ways PNG says it: an alpha plane, a palette, a colour key."""
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., :3], rgba[:, 3:, 3] = (10, 120, 30), 255
+    rgba[0, 0, 3] = 128  # and one pixel half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    pal = Image.new("P", (6, 4), 1)
+    pal.putpalette([0, 0, 0, 10, 120, 30] + [0] * 762)
+    pal.paste(0, (0, 0, 3, 4))
+    pal.save(tmp_path / "palette.png", transparency=0)
+    key = Image.new("RGB", (6, 4), (10, 120, 30))
+    key.paste((1, 2, 3), (0, 0, 3, 4))
+    key.save(tmp_path / "key.png", transparency=(1, 2, 3))
+    return [tmp_path / n for n in ("alpha.png", "palette.png", "key.png")]
+
+
+def test_transparency_is_refused_unless_a_background_composites_it(tmp_path):
+    for path in transparent_images(tmp_path):
+        with pytest.raises(LicError, match=r"has transparency \(50\.0% of its pixels\).*--background COLOR"):
+            data.load_rgb(path)
+        img = data.load_rgb(path, background="#ff00ff")
+        assert tuple(img[1, 4]) == (10, 120, 30) and tuple(img[1, 1]) == (255, 0, 255), path.name
+    half = data.load_rgb(tmp_path / "alpha.png", background="white")[0, 0]
+    assert tuple(half) == (round(10 * 128 / 255 + 255 * 127 / 255), round(120 * 128 / 255 + 255 * 127 / 255),
+                           round(30 * 128 / 255 + 255 * 127 / 255))
+    with pytest.raises(LicError, match="'nocolour' is not a colour"):
+        data.load_rgb(tmp_path / "alpha.png", background="nocolour")
+
+
+def test_animations_are_refused_unless_the_first_frame_is_asked_for(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in ((200, 0, 0), (0, 200, 0), (0, 0, 200))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=100)
+    frames[0].save(tmp_path / "a.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    for path in (tmp_path / "a.gif", tmp_path / "a.webp"):
+        with pytest.raises(LicError, match="is an animation of 3 frames.*--first-frame"):
+            data.load_rgb(path)
+        assert tuple(data.load_rgb(path, first_frame=True)[4, 4]) == (200, 0, 0), path.name
+
+
+def p3_photo(tmp_path):
+    """A Kodak crop whose pixels are in Display P3, tagged so (as a phone's photos are)."""
+    from icc import display_p3
+
+    crop = Image.open(data.resolve("kodak/kodim23.png")).crop((200, 100, 296, 164))
+    crop.save(tmp_path / "p3.png", icc_profile=display_p3())
+    return tmp_path / "p3.png", crop
+
+
+def as_viewer_shows(path) -> np.ndarray:
+    """What a colour-managed viewer shows: the image converted from its embedded profile to sRGB."""
+    import io
+
+    from PIL import ImageCms
+
+    im = Image.open(path)
+    src = ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"]))
+    return np.array(ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB"))
+
+
+def test_an_embedded_colour_profile_is_converted_to_srgb_and_said(tmp_path):
+    path, untagged = p3_photo(tmp_path)
+    notes = []
+    img = data.load_rgb(path, notes=notes)
+    assert np.array_equal(img, as_viewer_shows(path))
+    assert np.abs(img.astype(int) - np.array(untagged, dtype=int)).max() > 10  # P3 is not sRGB
+    assert notes == [f"{path}: converted from its colour profile (Display P3 (test)) to sRGB"]
+    srgb_tagged = tmp_path / "srgb.png"
+    untagged.save(srgb_tagged, icc_profile=data.srgb_profile().tobytes())
+    notes = []
+    assert np.array_equal(data.load_rgb(srgb_tagged, notes=notes), np.array(untagged)) and notes == []
+
+
+def test_decoded_images_are_written_tagged_srgb_in_the_lossless_format_their_extension_names(tmp_path):
+    img = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    for suffix, fmt in [(".png", "PNG"), (".tif", "TIFF"), (".bmp", "BMP"), (".ppm", "PPM"), (".webp", "WEBP")]:
+        path = data.save_image(img, tmp_path / f"out{suffix}")
+        with Image.open(path) as im:
+            assert im.format == fmt and np.array_equal(np.array(im.convert("RGB")), img), suffix
+            assert im.info.get("srgb") == 0 if fmt == "PNG" else True
+            if fmt in ("TIFF", "WEBP"):
+                from PIL import ImageCms
+
+                profile = ImageCms.ImageCmsProfile(__import__("io").BytesIO(im.info["icc_profile"]))
+                assert "sRGB" in ImageCms.getProfileDescription(profile), suffix
+    for lossy in ("out.jpg", "out.avif", "out.gif"):
+        with pytest.raises(LicError, match="lossy .*write out.png"):
+            data.image_format(tmp_path / lossy)
+    with pytest.raises(LicError, match="unknown image extension .xyz"):
+        data.image_format(tmp_path / "out.xyz")
+    assert data.image_format("/dev/stdout") == "PNG"
 
 
 def test_not_an_image_is_one_clear_error(tmp_path):

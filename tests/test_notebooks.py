@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lic_utils import study
+from lic_utils.files import REPO
 
 NOTEBOOKS = study.notebook_paths()
 # What each notebook must leave behind (file names under results/ and figures/).
@@ -37,6 +38,7 @@ def test_notebook_runs_in_smoke_profile(path, study_dirs):
     out = study.run_notebook(path, study_dirs["executed"], progress=False, parameters={
         "profile": "smoke", "results_dir": str(study_dirs["results"]), "figures_dir": str(study_dirs["figures"]),
         "runs_dir": str(study_dirs["runs"])})
+    assert str(REPO) not in out.read_text(), "executed notebooks hold repository-relative paths only"
     nb = json.loads(out.read_text())
     errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors

@@ -231,3 +231,34 @@ def test_a_profile_with_one_seed_and_no_extra_variants_has_empty_groups(tmp_path
     for group in ("loss", "seeds"):
         df = study.train_runs(one, tmp_path, group, progress=False)
         assert df.empty and {"name", "checkpoint", "channel_scale"} <= set(df.columns)
+
+
+def test_a_notebook_of_another_checkout_is_refused(tmp_path, monkeypatch):
+    """A kernel started in another clone's notebooks/ that imports this package (a shared .venv's
+    editable install) is refused by setup before it reads or writes anything; this checkout's
+    notebooks/ and folders outside any checkout pass."""
+    from lic_utils.files import REPO
+
+    other = tmp_path / "other-clone"
+    (other / "lic_utils").mkdir(parents=True)
+    (other / "lic_utils" / "__init__.py").write_text("")
+    (other / "notebooks").mkdir()
+    with pytest.raises(LicError, match=r"belongs to the checkout .*other-clone, but lic_utils was imported from"):
+        study.check_checkout(other / "notebooks")
+    monkeypatch.chdir(other / "notebooks")
+    with pytest.raises(LicError, match="run `make venv` in"):
+        study.setup("smoke", results_dir=tmp_path / "r", figures_dir=tmp_path / "f", runs_dir=tmp_path / "runs")
+    assert not (tmp_path / "r").exists()
+    study.check_checkout(REPO / "notebooks")
+    study.check_checkout(tmp_path)
+
+
+def test_relative_folders_are_the_repositorys_wherever_the_kernel_starts(tmp_path, monkeypatch):
+    """Executed notebooks keep repository-relative parameters (runs_dir = "runs"): rerun in Jupyter
+    from notebooks/, they must still mean the repository's runs/, not notebooks/runs/."""
+    from lic_utils.files import REPO, repo_relative
+
+    monkeypatch.chdir(REPO / "notebooks")
+    s = study.setup("smoke", results_dir=tmp_path / "r", figures_dir=tmp_path / "f", runs_dir="runs")
+    assert s.runs == REPO / "runs"
+    assert repo_relative(f"{REPO}/runs/x: done; cwd {REPO}") == "runs/x: done; cwd ."
