@@ -4,7 +4,8 @@ Layout (integers little-endian):
 
     magic        4   b"\\x89LIC"   (a non-ASCII first byte, as in PNG, catches text-mode mangling)
     version      1   FORMAT_VERSION
-    n_strings    1   1 (priors without side information: y) or 2 (y, and the side information z)
+    n_strings    1   how many entropy-coded strings (1 to MAX_STRINGS; their names and order are
+                     the model's: `string_names`, e.g. y, or y and the side information z)
     config_hash  8   architecture of the model (ModelConfig.config_hash)
     fingerprint  8   weights of the model (LearnedCodec.fingerprint): checkpoints of one architecture differ here
     height       2   image size in pixels
@@ -17,8 +18,10 @@ Layout (integers little-endian):
 
 Reading checks, in order: magic, version, header length, header CRC, file length (truncated or
 trailing bytes), payload CRC, every field against bounds and against the model (architecture and
-weights hashes, latent shape, string lengths). Only then does a payload reach the rANS decoder, whose
+weights hashes, its strings and their lengths). Only then does a payload reach the rANS decoder, whose
 C++ code trusts its input. Every failure is a BitstreamError (a LicError) that says what is wrong.
+The container knows no entropy model: what the strings are, and the latent shape an image size
+gives, are the model's (its prior's entry in lic_utils.priors: names, stride).
 
 Across machines: the tables of version-2 files are derived by exact arithmetic (lic_utils.exact), so
 every machine decodes the same latents, and the decoder recomputes the check value before it decodes
@@ -31,7 +34,6 @@ as the encoder's.
 """
 from __future__ import annotations
 
-import math
 import os
 import struct
 import zlib
@@ -54,8 +56,7 @@ _FIXED_V1 = struct.Struct("<4sBB8s8sHHHH")  # magic … latent_w (the latent sha
 _U32 = struct.Struct("<I")
 MAX_SIDE = 65535  # uint16 fields
 MIN_STRING = 8  # a rANS string is at least the coder's 64-bit final state
-STRING_NAMES = {1: ("y",), 2: ("y", "z")}
-PAD_MULTIPLE = {1: 16, 2: 64}  # n_strings → how the image was padded before coding
+MAX_STRINGS = 8  # bounds a crafted header; every registered prior codes one or two
 
 
 class BitstreamError(LicError):
@@ -91,27 +92,15 @@ class LicFile:
     fingerprint: str
     height: int
     width: int
-    shape: tuple[int, int]  # coded latent shape
     strings: tuple[bytes, ...]
     header_bytes: int
     total_bytes: int
     check: bytes | None = None  # None in version 1
-
-    @property
-    def string_names(self) -> tuple[str, ...]:
-        return STRING_NAMES[len(self.strings)]
+    stored_shape: tuple[int, int] | None = None  # version 1 only: the coded latent shape it stored
 
 
 def header_size(n_strings: int) -> int:
     return _FIXED.size + 4 * n_strings + 4
-
-
-def expected_shape(height: int, width: int, n_strings: int) -> tuple[int, int]:
-    """Coded latent shape of an image: y at /16 of the padded image, or z at /64 for the priors with
-    side information (every such prior of lic_utils.priors has stride 64; check_model compares with
-    the model's own coded_shape)."""
-    stride = PAD_MULTIPLE[n_strings]
-    return (math.ceil(height / stride), math.ceil(width / stride))
 
 
 def _check_image_size(height: int, width: int) -> None:
@@ -128,8 +117,8 @@ def pack(config_hash: str, fingerprint: str, height: int, width: int, shape, str
     """Assemble a .lic file from a model's compress() output and the model's two hashes: version 2
     with its check value, or version 1 (readable by older code) when `check` is None."""
     _check_image_size(height, width)
-    if len(strings) not in STRING_NAMES:
-        raise ValueError(f"a .lic file holds 1 or 2 strings, got {len(strings)}")
+    if not 1 <= len(strings) <= MAX_STRINGS:
+        raise ValueError(f"a .lic file holds 1 to {MAX_STRINGS} strings, got {len(strings)}")
     if check is not None and len(check) != CHECK_BYTES:
         raise ValueError(f"a check value has {CHECK_BYTES} bytes, got {len(check)}")
     fixed = (MAGIC, 1 if check is None else FORMAT_VERSION, len(strings), bytes.fromhex(config_hash),
@@ -175,8 +164,8 @@ def parse(data: bytes) -> LicFile:
     if version not in READ_VERSIONS:
         raise UnsupportedVersion(f".lic format version {version} is not supported (this code reads versions "
                                  f"{', '.join(map(str, READ_VERSIONS))})")
-    if k not in STRING_NAMES:
-        raise CorruptFile(f"corrupted .lic header: {k} strings (expected 1 or 2)")
+    if not 1 <= k <= MAX_STRINGS:
+        raise CorruptFile(f"corrupted .lic header: {k} strings (expected 1 to {MAX_STRINGS})")
     hsize = header_size(k)
     if n < hsize:
         raise TruncatedFile(f"truncated .lic file: {n} bytes, shorter than its {hsize}-byte header")
@@ -197,24 +186,24 @@ def parse(data: bytes) -> LicFile:
         _check_image_size(height, width)
     except LicError as e:
         raise CorruptFile(f"malformed .lic file: {e}") from None
-    shape = expected_shape(height, width, k)
+    stored_shape = None
     if version == 1:
-        check, (lh, lw) = None, _FIXED_V1.unpack_from(data)[-2:]
-        if (lh, lw) != shape:
-            raise CorruptFile(f"malformed .lic file: latent shape {lh}×{lw} does not fit a {height}×{width} image")
-    for name, length in zip(STRING_NAMES[k], lengths):
+        check, stored_shape = None, tuple(_FIXED_V1.unpack_from(data)[-2:])
+    for i, length in enumerate(lengths):
         if length < MIN_STRING or length % 4:
-            raise CorruptFile(f"malformed .lic file: string {name} has {length} bytes (rANS strings are ≥ 8 and whole words)")
+            raise CorruptFile(f"malformed .lic file: string {i + 1} has {length} bytes (rANS strings are ≥ 8 and "
+                              "whole words)")
     strings, offset = [], hsize
     for length in lengths:
         strings.append(data[offset : offset + length])
         offset += length
-    return LicFile(version, config_hash.hex(), fingerprint.hex(), height, width, shape, tuple(strings), hsize, n,
-                   check)
+    return LicFile(version, config_hash.hex(), fingerprint.hex(), height, width, tuple(strings), hsize, n,
+                   check, stored_shape)
 
 
-def check_model(lic: LicFile, model) -> None:
-    """Refuse a file the model did not write (architecture or weights) or whose strings cannot be its own."""
+def check_model(lic: LicFile, model) -> tuple[int, int]:
+    """Refuse a file the model did not write (architecture or weights) or whose strings cannot be its
+    own; returns the coded latent shape (the model's, for the image size)."""
     cfg_hash, fp = model.config.config_hash(), model.fingerprint()
     if lic.config_hash != cfg_hash:
         raise ModelMismatch(
@@ -227,19 +216,25 @@ def check_model(lic: LicFile, model) -> None:
             f"this .lic file was made by model weights {lic.fingerprint}, but the checkpoint's weights are {fp} "
             f"(same architecture {cfg_hash}): decode with the checkpoint that made the file"
         )
-    if lic.string_names != tuple(model.string_names) or lic.shape != model.coded_shape(lic.height, lic.width):
-        raise CorruptFile("malformed .lic file: its strings or latent shape do not fit the model")
-    for name, string, count in zip(lic.string_names, lic.strings, model.symbol_counts(lic.shape)):
+    names, shape = tuple(model.string_names), model.coded_shape(lic.height, lic.width)
+    if len(lic.strings) != len(names):
+        raise CorruptFile(f"malformed .lic file: {len(lic.strings)} strings, but the model codes {len(names)} "
+                          f"({', '.join(names)})")
+    if lic.stored_shape is not None and lic.stored_shape != shape:
+        raise CorruptFile(f"malformed .lic file: latent shape {lic.stored_shape[0]}×{lic.stored_shape[1]} does not "
+                          f"fit a {lic.height}×{lic.width} image")
+    for name, string, count in zip(names, lic.strings, model.symbol_counts(shape)):
         if len(string) > 4 * count:  # the encoder's buffer holds one 32-bit word per symbol
             raise CorruptFile(f"malformed .lic file: string {name} has {len(string)} bytes, more than {count} symbols can take")
+    return shape
 
 
 def decode_image(model, data: bytes) -> torch.Tensor:
     """The bytes of a .lic file → x̂ (1×3×H×W in [0, 1]); BitstreamError for anything malformed,
     coding.TablesMismatch when this machine cannot rebuild the encoder's coding tables."""
     lic = parse(data)
-    check_model(lic, model)
-    return model.decompress(list(lic.strings), lic.shape, (lic.height, lic.width), **decode_options(lic, model))
+    shape = check_model(lic, model)
+    return model.decompress(list(lic.strings), shape, (lic.height, lic.width), **decode_options(lic, model))
 
 
 def decode_options(lic: LicFile, model) -> dict:
@@ -286,12 +281,9 @@ def info(data: bytes, model=None) -> dict:
         "config_hash": lic.config_hash,
         "fingerprint": lic.fingerprint,
         "check_value": lic.check.hex() if lic.check is not None else None,
-        # what the header alone tells: side information (z) or not; with the model, its prior by name
-        "prior_family": "hyperprior" if len(lic.strings) == 2 else "factorized",
         "height": lic.height,
         "width": lic.width,
-        "latent_shape": list(lic.shape),
-        "string_bytes": {n: len(s) for n, s in zip(lic.string_names, lic.strings)},
+        "string_bytes": [len(s) for s in lic.strings],  # named, with the model that wrote the file
         "header_bytes": lic.header_bytes + 4,  # header + payload CRC
         "payload_bytes": payload,
         "file_bytes": lic.total_bytes,
@@ -299,9 +291,11 @@ def info(data: bytes, model=None) -> dict:
         "payload_bpp": payload * 8 / pixels,
     }
     if model is not None:
-        check_model(lic, model)
+        shape = check_model(lic, model)
         out["prior"] = model.config.prior
-        bits = model.estimate_bits(list(lic.strings), lic.shape, **decode_options(lic, model))
+        out["string_bytes"] = {n: len(s) for n, s in zip(model.string_names, lic.strings)}
+        out["latent_shape"] = list(shape)
+        bits = model.estimate_bits(list(lic.strings), shape, **decode_options(lic, model))
         est = sum(bits.values())
         out["estimated_bits"] = {k: round(v, 1) for k, v in bits.items()}
         out["estimated_bpp"] = est / pixels

@@ -84,11 +84,11 @@ def _decode(root: Path, out: Path, spec: dict) -> None:
             loaded = {name: _load(spec[name][0])}  # sorted by model: one loaded at a time
         model, blob = loaded[name], path.read_bytes()
         lic = bitstream.parse(blob)
-        key = f"{path.parent.name}/{path.stem}"
-        arrays[key + ":latents"] = _digest(model.decode_latents(list(lic.strings), lic.shape, lic.check))
+        shape, key = bitstream.check_model(lic, model), f"{path.parent.name}/{path.stem}"
+        arrays[key + ":latents"] = _digest(model.decode_latents(list(lic.strings), shape, lic.check))
         arrays[key + ":pixels"] = data.to_uint8(bitstream.decode_image(model, blob))
         if model.prior.derives_tables:  # the control: decoded as format 1 did, in float
-            floats = model.decode_latents(list(lic.strings), lic.shape, None, exact=False)
+            floats = model.decode_latents(list(lic.strings), shape, None, exact=False)
             arrays[key + ":float_latents"] = _digest(floats)
     np.savez(out.with_suffix(".partial.npz"), **arrays)
     out.with_suffix(".partial.npz").rename(out)

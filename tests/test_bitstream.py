@@ -69,14 +69,16 @@ def test_file_roundtrip_equals_forward(prior, size):
     lic = bs.parse(blob)
     k = len(m.string_names)
     assert blob[:4] == bs.MAGIC and lic.version == bs.FORMAT_VERSION == 2 and len(lic.check) == 4
-    assert (lic.height, lic.width) == size and lic.shape == m.coded_shape(*size)
+    assert (lic.height, lic.width) == size and bs.check_model(lic, m) == m.coded_shape(*size)
     assert lic.config_hash == m.config.config_hash() and lic.fingerprint == m.fingerprint()
     assert len(blob) == bs.header_size(k) + sum(map(len, lic.strings)) + 4 == lic.total_bytes
     info = bs.info(blob)
     assert info["header_bytes"] == {1: 42, 2: 46}[k] and info["file_bytes"] == len(blob)
     assert info["bpp"] == pytest.approx(len(blob) * 8 / (size[0] * size[1]))
-    assert info["prior_family"] == ("hyperprior" if "z" in m.string_names else "factorized")
-    assert bs.info(blob, m)["prior"] == prior
+    assert info["string_bytes"] == [len(s) for s in lic.strings] and "prior" not in info
+    with_model = bs.info(blob, m)
+    assert with_model["prior"] == prior and list(with_model["string_bytes"]) == list(m.string_names)
+    assert with_model["latent_shape"] == list(m.coded_shape(*size))
 
 
 def test_write_read_and_info_file(tmp_path):
@@ -143,7 +145,7 @@ def corruptions(blob):
         "payload bit flip": (flip(blob, h + 3), bs.CorruptFile, "payload CRC32"),
         "crc bit flip": (flip(blob, len(blob) - 1), bs.CorruptFile, "payload CRC32"),
         # crafted: CRCs recomputed, so only the bounds checks stand between the fields and rANS
-        "3 strings": (reseal(edit(blob, "<B", 5, 3)), bs.CorruptFile, "3 strings"),
+        "9 strings": (reseal(edit(blob, "<B", 5, 9)), bs.CorruptFile, "9 strings"),
         "huge image": (reseal(edit(blob, "<HHHH", 22, 65535, 65535, 1024, 1024)), bs.CorruptFile, "outside"),
         "zero height": (reseal(edit(blob, "<H", 22, 0)), bs.CorruptFile, "outside"),
         "string not whole words": (reseal(_move_bytes(blob, 2)), bs.CorruptFile, "whole words"),
@@ -164,13 +166,15 @@ def test_a_crafted_image_size_is_caught_by_the_check_value(sample):
 
 
 def test_format_1_headers_keep_their_latent_shape_check(sample):
+    """Version 1 stored the coded latent shape; the model's shape for the image size must match it."""
     m, blob = sample
     lic = bs.parse(blob)
-    v1 = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, list(lic.strings), None)
-    assert bs.parse(v1).version == 1 and bs.parse(v1).shape == lic.shape
+    shape = m.coded_shape(lic.height, lic.width)
+    v1 = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, shape, list(lic.strings), None)
+    assert bs.parse(v1).version == 1 and bs.parse(v1).stored_shape == shape
     for offset, value in ((26, 9), (22, 700)):
         with pytest.raises(bs.CorruptFile, match="latent shape"):
-            bs.parse(reseal(edit(v1, "<H", offset, value)))
+            bs.decode_image(m, reseal(edit(v1, "<H", offset, value)))
 
 
 def _move_bytes(blob, n):
@@ -207,12 +211,17 @@ def test_model_mismatch_names_both_hashes(sample):
 def test_strings_longer_than_the_model_allows_are_refused(sample):
     m, blob = sample
     lic = bs.parse(blob)
-    counts = m.symbol_counts(lic.shape)
+    counts = m.symbol_counts(m.coded_shape(lic.height, lic.width))
     long_z = b"\0" * (4 * counts[1] + 4)
-    crafted = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, [lic.strings[0], long_z],
+    crafted = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, None, [lic.strings[0], long_z],
                       lic.check)
     with pytest.raises(bs.CorruptFile, match="more than"):
         bs.decode_image(m, crafted)
+    three = bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, None, [*lic.strings, lic.strings[0]],
+                    lic.check)
+    assert len(bs.parse(three).strings) == 3  # the container holds any number up to MAX_STRINGS
+    with pytest.raises(bs.CorruptFile, match=r"3 strings, but the model codes 2 \(y, z\)"):
+        bs.decode_image(m, three)
 
 
 def test_encode_refuses_what_it_could_not_decode():

@@ -38,7 +38,6 @@ def files(tmp_path_factory):
 
 def lic_claiming(model, height: int, width: int) -> bytes:
     """A .lic file of `model` with valid CRCs whose header claims an image of height × width."""
-    lh, lw = bitstream.expected_shape(height, width, 1)
     hashes = bytes.fromhex(model.config.config_hash()), bytes.fromhex(model.fingerprint())
     header = bitstream._FIXED.pack(bitstream.MAGIC, bitstream.FORMAT_VERSION, 1, *hashes,
                                    height, width, bytes(4)) + struct.pack("<I", 8)

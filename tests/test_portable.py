@@ -104,7 +104,7 @@ def tiny(prior: str, seed: int = 0):
 def with_check(blob: bytes, check: bytes) -> bytes:
     """The same file with another check value and both CRCs recomputed (a crafted file)."""
     lic = bs.parse(blob)
-    return bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, lic.shape, list(lic.strings), check)
+    return bs.pack(lic.config_hash, lic.fingerprint, lic.height, lic.width, None, list(lic.strings), check)
 
 
 @pytest.mark.parametrize("prior", models.PRIORS)
@@ -151,7 +151,7 @@ def test_format_1_files_still_decode_where_they_were_made(prior, tmp_path, capsy
 
     from lic_utils import zoo
 
-    monkeypatch.setattr(zoo, "decoder_for", lambda path, checkpoint=None: m)
+    monkeypatch.setattr(zoo, "decoder_for_bytes", lambda lic, name, checkpoint=None: m)
     (tmp_path / "v1.lic").write_bytes(v1)
     assert cli.main(["decompress", str(tmp_path / "v1.lic"), str(tmp_path / "v1.png")]) == 0
     err = capsys.readouterr().err
@@ -163,7 +163,7 @@ def test_a_tampered_file_is_one_error_line_in_the_cli(tmp_path, capsys, monkeypa
     from lic_utils import zoo
 
     m = tiny("hyperprior")
-    monkeypatch.setattr(zoo, "decoder_for", lambda path, checkpoint=None: m)
+    monkeypatch.setattr(zoo, "decoder_for_bytes", lambda lic, name, checkpoint=None: m)
     (tmp_path / "bad.lic").write_bytes(with_check(bs.encode_image(m, torch.rand(1, 3, 64, 64)), b"\1" * 4))
     assert cli.main(["decompress", str(tmp_path / "bad.lic"), str(tmp_path / "bad.png")]) == 1
     err = capsys.readouterr().err
